@@ -1,0 +1,1 @@
+"""shiftbench attacks (installed as bench.attacks)."""

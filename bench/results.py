@@ -1,0 +1,189 @@
+"""Result records: one JSON file per (detector, shift, seed) cell, versioned and validated.
+
+Schema ``shiftbench.result`` version 1 (all metric values are fractions in [0, 1] or null):
+
+=================  ==========================================================================
+key                meaning
+=================  ==========================================================================
+schema             ``"shiftbench.result"``
+schema_version     ``1``
+cell_id            sha256 of the cell's config (dataset, model, detector, shift, seed)
+status             ``"ok"`` or ``"failed"`` (then ``error`` holds the reason, metrics are empty)
+error              null or one line
+created            ISO 8601 time the record was written
+command            the ``bench run`` command line that produced it
+seed               the run's seed (shifts, synthetic sets, detector training)
+dataset            {name, spec, sha256: {train, test}, n_fit, n_val, n_test, shape}
+model              {spec, arch, weights, weights_sha256, norm, mean, std, clean_acc, clean_ece}
+detector           {name, spec, params, dist}
+shift              {name, spec, params, group, severity, proximity, sha256, dist}
+n_in, n_out        number of ID test images and shifted images scored
+metrics            {auroc, aupr_in, aupr_out, fpr95, fpr95_oodpos, detect95, id_accept95,
+                    aupr_in_trapz, aupr_out_trapz}
+classifier         the classifier on the shifted set: {acc, ece, attack_success} (null for OOD)
+plots              {scores_in, scores_out (<= 1000 each, subsampled with the seed),
+                    roc_fpr, roc_tpr (<= 200 points)}
+examples           {shift_png, detector_png}: base64 PNG grids (may be null)
+timings            seconds: {views, shift, fit, score, total}
+environment        {python, shiftbench, torch, numpy, scikit-learn, scipy, platform, device}
+=================  ==========================================================================
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable
+
+from bench.errors import BenchError
+
+SCHEMA = "shiftbench.result"
+SCHEMA_VERSION = 1
+
+DETECTOR_METRICS = ("auroc", "aupr_in", "aupr_out", "fpr95", "fpr95_oodpos", "detect95",
+                    "id_accept95")
+CLASSIFIER_METRICS = ("acc", "ece", "attack_success")
+#: lower is better for these
+LOWER_IS_BETTER = frozenset({"fpr95", "fpr95_oodpos", "ece"})
+
+REQUIRED = {
+    "schema": str, "schema_version": int, "cell_id": str, "status": str, "seed": int,
+    "dataset": dict, "model": dict, "detector": dict, "shift": dict, "metrics": dict,
+}
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` so that readers see the old file or the new one, never half."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def _clean(obj: Any) -> Any:
+    """JSON-safe copy: NaN/inf become null (a metric that could not be computed is null)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {str(k): _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    if hasattr(obj, "item") and callable(obj.item):  # numpy / torch scalars
+        return _clean(obj.item())
+    return obj
+
+
+def write_record(record: dict[str, Any], path: Path) -> Path:
+    validate(record, source=str(path))
+    atomic_write_text(path, json.dumps(_clean(record), indent=1, sort_keys=False) + "\n")
+    return path
+
+
+def validate(record: Any, source: str = "record") -> dict[str, Any]:
+    """Check a record against the schema; a BenchError names the file and the problem."""
+    if not isinstance(record, dict):
+        raise BenchError(f"{source}: not a JSON object")
+    if record.get("schema") != SCHEMA:
+        raise BenchError(f"{source}: not a shiftbench result (schema={record.get('schema')!r})")
+    version = record.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise BenchError(f"{source}: result schema version {version!r} is not supported by this "
+                         f"shiftbench (reads version {SCHEMA_VERSION}); re-run `bench run`")
+    for key, typ in REQUIRED.items():
+        if not isinstance(record.get(key), typ):
+            raise BenchError(f"{source}: field {key!r} missing or not {typ.__name__}")
+    if record["status"] not in ("ok", "failed"):
+        raise BenchError(f"{source}: status must be 'ok' or 'failed'")
+    if record["status"] == "ok":
+        for m in DETECTOR_METRICS:
+            v = record["metrics"].get(m)
+            if v is not None and not (isinstance(v, (int, float)) and 0.0 <= v <= 1.0):
+                raise BenchError(f"{source}: metric {m}={v!r} is not a fraction in [0, 1]")
+    return record
+
+
+def read_record(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise BenchError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    return validate(data, source=str(path))
+
+
+def record_files(directory: Path) -> list[Path]:
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise BenchError(f"results folder {directory} does not exist; run `bench run --out {directory}`")
+    return sorted(p for p in directory.rglob("*.json") if not p.name.startswith("."))
+
+
+def load_records(directory: Path, *, include_failed: bool = False) -> list[dict[str, Any]]:
+    """Every record under ``directory`` (validated); failed cells only when asked."""
+    records = [read_record(p) for p in record_files(directory)]
+    if not include_failed:
+        records = [r for r in records if r["status"] == "ok"]
+    return records
+
+
+def to_frame(records: Iterable[dict[str, Any]]):
+    """Tidy wide DataFrame: one row per record, config columns plus one column per metric."""
+    import pandas as pd
+
+    rows = []
+    for r in records:
+        cls = r.get("classifier") or {}
+        row = {
+            "cell_id": r["cell_id"], "status": r["status"], "error": r.get("error"),
+            "dataset": r["dataset"].get("name"), "model": r["model"].get("spec"),
+            "weights_sha256": r["model"].get("weights_sha256"),
+            "detector": r["detector"].get("spec"), "detector_name": r["detector"].get("name"),
+            "shift": r["shift"].get("spec"), "shift_name": r["shift"].get("name"),
+            "group": r["shift"].get("group"), "severity": r["shift"].get("severity"),
+            "proximity": r["shift"].get("proximity"), "seed": r["seed"],
+            "n_in": r.get("n_in"), "n_out": r.get("n_out"),
+        }
+        for m in DETECTOR_METRICS:
+            row[m] = r["metrics"].get(m)
+        for m in CLASSIFIER_METRICS:
+            row[m] = cls.get(m)
+        row["clean_acc"] = r["model"].get("clean_acc")
+        row["clean_ece"] = r["model"].get("clean_ece")
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def load(directory: Path, *, include_failed: bool = False):
+    """``bench.results.load(dir)``: the records under ``dir`` as a tidy pandas DataFrame."""
+    return to_frame(load_records(directory, include_failed=include_failed))

@@ -1,0 +1,79 @@
+"""What detectors and metrics see of one image set: logits, features, labels, pixels, the model.
+
+Views of a set are computed once (one forward pass) and shared by every detector; logits and
+features are stored as float64 (METHODS.md §0: float32 softmax saturates and creates ties).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Callable
+
+import torch
+from torch import Tensor
+
+if TYPE_CHECKING:
+    from bench.models import Classifier
+
+
+def to_float01(images: Tensor) -> Tensor:
+    """uint8 (N,C,H,W) in 0..255 -> float32 in [0,1]; float input is returned as float32."""
+    if images.dtype == torch.uint8:
+        return images.to(torch.float32).div_(255.0)
+    return images.to(torch.float32)
+
+
+@dataclass
+class Views:
+    """One image set as a detector sees it. Fields a detector did not declare may be None.
+
+    logits:   (N, K) float64      features: (N, H) float64 (penultimate layer)
+    labels:   (N,) int64 or None  images:   (N, C, H, W) uint8 or float in [0,1]
+    model:    the deployed classifier (eval mode), for detectors that declare ``"model"``
+    index:    (N,) int64 positions of these images in their source split (for leak checks)
+    """
+
+    name: str
+    logits: Tensor | None = None
+    features: Tensor | None = None
+    labels: Tensor | None = None
+    images: Tensor | None = None
+    model: "Classifier | None" = None
+    index: Tensor | None = None
+
+    def __len__(self) -> int:
+        for t in (self.logits, self.features, self.images, self.labels):
+            if t is not None:
+                return int(t.shape[0])
+        return 0
+
+    def subset(self, idx: Tensor, name: str | None = None) -> "Views":
+        """Rows ``idx`` of every tensor field."""
+        def take(t: Tensor | None) -> Tensor | None:
+            return None if t is None else t[idx]
+        return replace(self, name=name or self.name, logits=take(self.logits),
+                       features=take(self.features), labels=take(self.labels),
+                       images=take(self.images), index=take(self.index))
+
+
+@torch.no_grad()
+def compute_views(model: "Classifier", images: Tensor, *, name: str, labels: Tensor | None = None,
+                  batch_size: int = 256, device: torch.device | str = "cpu",
+                  keep_images: bool = False, index: Tensor | None = None,
+                  progress: Callable[[int], None] | None = None) -> Views:
+    """One forward pass over ``images`` in batches: float64 logits and penultimate features."""
+    model.eval()
+    logits, feats = [], []
+    for start in range(0, images.shape[0], batch_size):
+        x = to_float01(images[start:start + batch_size]).to(device)
+        z, f = model.forward_features(x)
+        logits.append(z.double().cpu())
+        feats.append(f.double().cpu())
+        if progress is not None:
+            progress(x.shape[0])
+    k = model.num_classes
+    return Views(
+        name=name,
+        logits=torch.cat(logits) if logits else torch.empty(0, k, dtype=torch.float64),
+        features=torch.cat(feats) if feats else torch.empty(0, 0, dtype=torch.float64),
+        labels=labels, images=images if keep_images else None, model=model, index=index)

@@ -1,0 +1,1 @@
+"""shiftbench datasets (installed as bench.datasets)."""

@@ -1,0 +1,1 @@
+"""shiftbench detectors (installed as bench.detectors)."""

@@ -1,0 +1,80 @@
+"""Detector base class: ``fit(fit, val)`` on ID views, ``score(views)``, higher = more ID."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor
+
+from bench.errors import BenchError
+from bench.registry import DETECTORS, Component
+from bench.views import Views
+
+#: what a detector may declare in ``needs``
+NEEDS = frozenset({"logits", "features", "labels", "images", "model"})
+
+
+class Detector(Component):
+    """Scores images; **higher = more in-distribution** (METHODS.md §0).
+
+    Subclasses declare ``needs`` (a subset of :data:`NEEDS`), store hyper-parameters in
+    ``__init__``, learn in :meth:`fit` (attributes ending in ``_``) and return one float64 score
+    per image from :meth:`score`. Detectors with expensive fits set ``cacheable = True`` and
+    implement :meth:`state` / :meth:`load_state` so the runner can store them on disk.
+    """
+
+    needs: ClassVar[frozenset[str]] = frozenset({"logits"})
+    #: True when fit() learns something worth storing in the cache (trained networks)
+    cacheable: ClassVar[bool] = False
+    #: seeds used by fit() (training), filled in by the runner from --seed
+    seed: int = 0
+
+    # fitted state ---------------------------------------------------------------------------
+    def fit(self, fit: Views, val: Views) -> "Detector":
+        """Learn from ID ``fit`` views (training split) and ``val`` views (held-out ID)."""
+        self.fitted_ = True
+        return self
+
+    def score(self, views: Views) -> Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def check_fitted(self) -> None:
+        if not getattr(self, "fitted_", False):
+            raise RuntimeError(f"{type(self).__name__}.score() called before fit()")
+
+    def state(self) -> dict[str, Any]:
+        """Everything :meth:`load_state` needs to restore a fitted detector (tensors, floats)."""
+        raise NotImplementedError
+
+    def load_state(self, state: dict[str, Any]) -> "Detector":
+        raise NotImplementedError
+
+    # helpers --------------------------------------------------------------------------------
+    @staticmethod
+    def logits64(views: Views) -> Tensor:
+        if views.logits is None:
+            raise RuntimeError(f"views {views.name!r} carry no logits")
+        return views.logits.to(torch.float64)
+
+    @staticmethod
+    def features64(views: Views) -> Tensor:
+        if views.features is None:
+            raise RuntimeError(f"views {views.name!r} carry no features")
+        return views.features.to(torch.float64)
+
+
+def check_scores(scores: Tensor, n: int, who: str) -> Tensor:
+    """A detector's output must be (n,) finite floats: anything else is reported, never used."""
+    if not isinstance(scores, Tensor):
+        raise BenchError(f"{who} returned {type(scores).__name__}, not a tensor")
+    if scores.shape != (n,):
+        raise BenchError(f"{who} returned scores of shape {tuple(scores.shape)}, expected ({n},)")
+    scores = scores.detach().to(torch.float64).cpu()
+    if not torch.isfinite(scores).all():
+        bad = int((~torch.isfinite(scores)).sum())
+        raise BenchError(f"{who} returned {bad} non-finite scores (NaN or inf)")
+    return scores
+
+
+__all__ = ["Detector", "DETECTORS", "NEEDS", "check_scores"]

@@ -1,0 +1,1 @@
+"""shiftbench leaderboard (installed as bench.leaderboard)."""
