@@ -1,0 +1,28 @@
+# Two entry points: `make run` (the main job) and `make test` (the test suite). Both build the venv.
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+BENCH  := $(VENV)/bin/bench
+export NO_ALBUMENTATIONS_UPDATE := 1
+
+.PHONY: install run test chromium clean
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+install: $(VENV)/.installed
+
+run: install
+	$(BENCH) run --detector combined --attack fgsm
+
+# the browser test drives Debian's chromium; install it when missing (root, as on CI)
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
+test: install chromium
+	$(PY) -m pytest -n 2 -q
+
+clean:
+	rm -rf $(VENV) results board.html

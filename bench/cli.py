@@ -1,0 +1,310 @@
+"""`bench`: the command line. It parses arguments, calls the library, and prints.
+
+User mistakes (BenchError) print one line ``bench: error: ...`` on stderr and exit 2.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shlex
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # albumentations otherwise calls the network
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from bench.errors import BenchError
+
+app = typer.Typer(
+    name="bench",
+    help="shiftbench: how well do detectors catch inputs an image classifier should not trust?\n\n"
+         "Example: bench run --detector combined --attack fgsm",
+    no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]})
+
+out = Console()
+err = Console(stderr=True)
+
+PCT_METRICS = ("auroc", "aupr_in", "aupr_out", "fpr95", "detect95")
+
+
+def _progress():
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn,
+                               TimeElapsedColumn)
+
+    return Progress(SpinnerColumn(), TextColumn("[bold]{task.description}"), BarColumn(),
+                    MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("{task.fields[info]}"),
+                    console=err, transient=True, disable=not err.is_terminal)
+
+
+def _ints(text: Optional[str], what: str) -> Optional[list[int]]:
+    if text is None:
+        return None
+    try:
+        vals = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise BenchError(f"{what} must be comma-separated integers, e.g. 0,1,2 (got {text!r})") from None
+    if not vals:
+        raise BenchError(f"{what} is empty")
+    return vals
+
+
+@app.command()
+def run(
+    detector: Annotated[list[str], typer.Option(
+        "--detector", "-d", help="Detector spec(s), comma-separated or repeated; 'all' = every "
+        "registered detector. Example: --detector msp,energy,'zhou(epochs=20)'")] = ["combined"],
+    attack: Annotated[list[str], typer.Option(
+        "--attack", "-a", help="Corruption or attack spec(s) applied to the ID test set; 'all' = "
+        "every built-in shift. Example: --attack fgsm,'gaussian_noise(severity=1..5)'")] = ["fgsm"],
+    ood: Annotated[list[str], typer.Option(
+        "--ood", "-o", help="OOD set spec(s); 'all' = every OOD set found in the data root plus "
+        "gaussian/uniform. Example: --ood mnist,npz:DIR/ood/dtd_subset10_resize32.npz")] = [],
+    dataset: Annotated[str, typer.Option(
+        help="ID dataset. Example: --dataset cifar10 (default: the embedded scikit-learn digits)")]
+        = "digits",
+    model: Annotated[Optional[str], typer.Option(
+        help="Classifier architecture spec (default: cnn for digits, resnet20 for cifar10). "
+             "Example: --model resnet56")] = None,
+    weights: Annotated[Optional[str], typer.Option(
+        help="Checkpoint file (its sha256 goes into every record) or zoo name. "
+             "Example: --weights ../shared/data/weights/akamaster/resnet20-12fca82f.th")] = None,
+    norm: Annotated[Optional[str], typer.Option(
+        help="Input normalisation: imagenet, cifar10 or none (default: the checkpoint's own). "
+             "Example: --norm imagenet")] = None,
+    data_root: Annotated[Optional[Path], typer.Option(
+        help="Data root (default $BENCH_DATA, else ~/.cache/shiftbench/data). "
+             "Example: --data-root /data/cifar")] = None,
+    download: Annotated[bool, typer.Option(
+        help="Download missing datasets/checkpoints (needs internet).")] = False,
+    seed: Annotated[int, typer.Option(help="Seed for shifts, synthetic sets and detector training. "
+                                           "Example: --seed 1")] = 0,
+    seeds: Annotated[Optional[str], typer.Option(
+        help="Several seeds, one run each (overrides --seed). Example: --seeds 0,1,2")] = None,
+    severities: Annotated[Optional[str], typer.Option(
+        help="Severities for every shift that has a severity table and none given. "
+             "Example: --severities 1,3,5")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda. Example: --device cpu")] = "auto",
+    batch_size: Annotated[int, typer.Option(help="Images per forward pass. Example: --batch-size 512")]
+        = 256,
+    out_dir: Annotated[Path, typer.Option("--out", help="Results folder (one JSON record per cell). "
+                                                        "Example: --out results/")] = Path("results"),
+    as_json: Annotated[bool, typer.Option("--json", help="Print the records as JSON lines on stdout "
+                                                         "instead of the table.")] = False,
+    force: Annotated[bool, typer.Option(help="Recompute cells whose result file already exists.")]
+        = False,
+    refit: Annotated[bool, typer.Option(help="Retrain detectors even if a fitted copy is cached.")]
+        = False,
+    ood_jpeg: Annotated[Optional[int], typer.Option(
+        help="JPEG-encode OOD images at this quality (4:2:0), like the JPEG CIFAR-10 copy. "
+             "Example: --ood-jpeg 75")] = None,
+    plugin: Annotated[list[str], typer.Option(
+        help="Python file(s) registering extra shifts/detectors (also $BENCH_PLUGINS). "
+             "Example: --plugin my_detector.py")] = [],
+) -> None:
+    """Score every detector on every shift and OOD set; print a table and write JSON records.
+
+    Example: bench run --detector combined --attack fgsm
+    """
+    from bench import progress
+    from bench.runner import RunConfig, run as run_matrix
+
+    cfg = RunConfig(
+        detectors=list(detector), shifts=list(attack), ood=list(ood), dataset=dataset, model=model,
+        weights=weights, norm=norm, data_root=data_root, download=download,
+        seeds=_ints(seeds, "--seeds") or [seed], severities=_ints(severities, "--severities"),
+        device=device, batch_size=batch_size, out=out_dir, force=force, refit=refit,
+        ood_jpeg=ood_jpeg, plugins=list(plugin),
+        command="bench " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
+    with _progress() as prog, progress.use(prog):
+        summary = run_matrix(cfg, console=err)
+    if as_json:
+        for rec in summary.records:
+            sys.stdout.write(json.dumps(_strip(rec)) + "\n")
+    else:
+        _print_table(summary)
+    err.print(f"{len(summary.paths)} record(s) written to {summary.out_dir}"
+              + (f", {summary.skipped} cell(s) already done (use --force to recompute)"
+                 if summary.skipped else "")
+              + f" in {summary.wall_s:.1f}s")
+    if summary.failed:
+        err.print(f"[red]{len(summary.failed)} cell(s) failed:[/red]")
+        for rec in summary.failed:
+            err.print(f"  {rec['detector']['spec']} x {rec['shift']['spec']} "
+                      f"(seed {rec['seed']}): {rec['error']}")
+        raise typer.Exit(1)
+
+
+def _strip(rec: dict) -> dict:
+    """Records without the bulky plot/example payloads, for --json."""
+    return {k: v for k, v in rec.items() if k not in ("plots", "examples")}
+
+
+def _print_table(summary) -> None:
+    ok = [r for r in summary.records if r["status"] == "ok"]
+    if not ok:
+        return
+    t = Table(title=f"shiftbench results ({summary.out_dir})", title_justify="left")
+    for col in ("detector", "shift", "seed"):
+        t.add_column(col)
+    for m in PCT_METRICS:
+        t.add_column(m.upper() if m != "aupr_in" else "AUPR-in", justify="right")
+    t.add_column("acc", justify="right")
+    t.add_column("ECE", justify="right")
+    for r in ok:
+        m, c = r["metrics"], r.get("classifier") or {}
+        t.add_row(r["detector"]["spec"], r["shift"]["spec"], str(r["seed"]),
+                  *[_pct(m.get(k)) for k in PCT_METRICS], _pct(c.get("acc")), _pct(c.get("ece")))
+    out.print(t)
+
+
+def _pct(v) -> str:
+    return "-" if v is None else f"{100 * v:.1f}"
+
+
+@app.command("list")
+def list_components(
+    kind: Annotated[Optional[str], typer.Argument(
+        help="shifts, detectors, datasets or models (default: all). Example: bench list detectors")]
+        = None,
+    plugin: Annotated[list[str], typer.Option(help="Python file(s) registering extra components.")]
+        = [],
+) -> None:
+    """List every registered shift, detector, dataset and model with its parameters."""
+    from bench.plugins import load_plugins
+    from bench.registry import DATASETS, DETECTORS, MODELS, SHIFTS, signature_params, summary
+
+    load_plugins(list(plugin) or None)
+    tables = {"shifts": SHIFTS, "detectors": DETECTORS, "datasets": DATASETS, "models": MODELS}
+    if kind is not None and kind not in tables:
+        raise BenchError(f"unknown kind {kind!r}: choose shifts, detectors, datasets or models")
+    for name, reg in tables.items():
+        if kind is not None and name != kind:
+            continue
+        t = Table(title=name, title_justify="left")
+        t.add_column("name", style="bold")
+        t.add_column("parameters (defaults)")
+        t.add_column("description")
+        t.add_column("from")
+        for comp_name, cls in reg.items():
+            params = ", ".join(f"{k}={v!r}" for k, v in signature_params(cls).items()
+                               if k not in ("device", "data_root"))
+            label = f"{comp_name}:ARG" if getattr(cls, "takes_arg", False) else comp_name
+            t.add_row(label, params, summary(cls), reg.dist_of(comp_name) or "built-in")
+        out.print(t)
+        for problem in reg.problems:
+            err.print(f"[yellow]warning:[/yellow] {problem}")
+
+
+@app.command()
+def leaderboard(
+    results_dir: Annotated[Path, typer.Argument(help="Folder of result records written by bench run. "
+                                                      "Example: results")],
+    fmt: Annotated[str, typer.Option("--format", "-f", help="terminal, md, csv or html. "
+                                                            "Example: --format html")] = "terminal",
+    metric: Annotated[str, typer.Option(help="Metric of the main matrix: auroc, aupr_in, aupr_out, "
+                                             "fpr95, fpr95_oodpos, detect95. Example: --metric fpr95")]
+        = "auroc",
+    out_file: Annotated[Optional[Path], typer.Option("--out", help="Write to this file instead of "
+                                                                   "stdout. Example: --out board.html")]
+        = None,
+) -> None:
+    """Build a leaderboard from result files only.
+
+    Example: bench leaderboard results --format html --out board.html
+    """
+    from bench.leaderboard import render
+
+    text = render(results_dir, fmt=fmt, metric=metric, out=out_file, console=out)
+    if out_file is not None:
+        err.print(f"leaderboard written to {out_file}")
+    elif fmt != "terminal" and text:
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+
+
+@app.command()
+def train(
+    model: Annotated[str, typer.Option(help="Architecture spec. Example: --model resnet20")] = "resnet20",
+    dataset: Annotated[str, typer.Option(help="ID dataset. Example: --dataset cifar10")] = "cifar10",
+    data_root: Annotated[Optional[Path], typer.Option(help="Data root. Example: --data-root DIR")]
+        = None,
+    epochs: Annotated[int, typer.Option(help="Training epochs. Example: --epochs 30")] = 30,
+    batch_size: Annotated[int, typer.Option(help="Batch size. Example: --batch-size 128")] = 128,
+    lr: Annotated[float, typer.Option(help="Peak learning rate. Example: --lr 0.1")] = 0.1,
+    holdout: Annotated[float, typer.Option(
+        help="Fraction of the training split kept out (stratified) and reported. Example: "
+             "--holdout 0.05")] = 0.0,
+    seed: Annotated[int, typer.Option(help="Seed. Example: --seed 0")] = 0,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda. Example: --device cuda")] = "auto",
+    out_file: Annotated[Path, typer.Option("--out", help="Checkpoint path to write. Example: "
+                                                         "--out resnet20-cifar10.pt")]
+        = Path("checkpoint.pt"),
+) -> None:
+    """Train a classifier on an ID dataset's training split (GPU when present).
+
+    Example: bench train --model resnet20 --dataset cifar10 --data-root DIR --out r20.pt
+    """
+    import torch
+
+    from bench import cache, progress
+    from bench.datasets.base import LoadContext, load_set
+    from bench.models.train import train_classifier
+    from bench.runner import Runner, RunConfig, resolve_device
+
+    dev = resolve_device(device)
+    root = Runner.data_root_for(RunConfig(data_root=data_root))
+    ctx = LoadContext(data_root=root)
+    _, train_set = load_set(dataset, "train", ctx)
+    num_classes = int(train_set.labels.max()) + 1
+    with _progress() as prog, progress.use(prog):
+        clf, info = train_classifier(model, train_set, num_classes=num_classes, epochs=epochs,
+                                     batch_size=batch_size, lr=lr, device=dev, seed=seed,
+                                     holdout=holdout)
+    import io
+
+    buf = io.BytesIO()
+    torch.save({"state_dict": clf.net.state_dict(), "info": info}, buf)
+    from bench.results import atomic_write_bytes
+
+    atomic_write_bytes(out_file, buf.getvalue())
+    err.print(f"checkpoint written to {out_file} (sha256 {cache.file_sha256(out_file)[:12]}); "
+              f"{json.dumps({k: v for k, v in info.items() if isinstance(v, (int, float, str))})}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point: BenchError -> one line on stderr, exit 2."""
+    logging.basicConfig(level=logging.WARNING, format="bench: %(levelname)s: %(message)s")
+    try:
+        app(args=argv, prog_name="bench", standalone_mode=False)
+    except BenchError as exc:
+        sys.stderr.write(f"bench: error: {exc}\n")
+        return 2
+    except KeyboardInterrupt:
+        sys.stderr.write("bench: interrupted; finished cells are saved, run the same command "
+                         "again to complete the rest\n")
+        return 130
+    except typer.Exit as exc:
+        return exc.exit_code
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    except Exception as exc:  # click usage errors arrive here in non-standalone mode
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show(file=sys.stderr)
+            return 2
+        if isinstance(exc, click.exceptions.Abort):
+            sys.stderr.write("bench: aborted\n")
+            return 130
+        raise
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
