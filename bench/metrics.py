@@ -1,0 +1,374 @@
+"""Detector and classifier metrics: pure functions of score arrays, in float64 (METHODS.md §2).
+
+Conventions (METHODS.md §0): a detector's score is **higher = more in-distribution**; ``s_in``
+holds the scores of the ID test images (the positives, label 1), ``s_out`` those of the shifted
+images (the negatives, label 0), ``s_val`` those of the held-out ID val images. Every metric is a
+fraction in [0, 1]. Ties are handled as scikit-learn handles them: tied scores enter a curve at
+the same threshold, and AUROC counts a tie between an ID and a shifted image as one half.
+
+======================  ===============================================================  =======
+key                     definition                                                       better
+======================  ===============================================================  =======
+``auroc``               ``roc_auc_score(y, s)``                                          higher
+``aupr_in``             ``average_precision_score(y, s)`` (ID positive)                  higher
+``aupr_out``            ``average_precision_score(1 - y, -s)`` (shifted positive)        higher
+``aupr_in_trapz``       ``auc(recall, precision)`` of ``precision_recall_curve(y, s)``   higher
+``aupr_out_trapz``      the same with ``(1 - y, -s)`` (pytorch-ood / OpenOOD AUPR)       higher
+``fpr95``               FPR at the first threshold with TPR >= 0.95, ID positive         lower
+``fpr95_oodpos``        the same with the shifted images positive (pytorch-ood FPR95TPR) lower
+``detect95``            ``mean(s_out < tau)``, ``tau = numpy.quantile(s_val, 0.05)``     higher
+``id_accept95``         ``mean(s_in >= tau)`` (about 0.95 when val and test agree)       —
+======================  ===============================================================  =======
+
+The classifier under a shift gets ``acc`` (top-1) and ``ece`` (15 equal-width bins of the
+max-softmax confidence, Guo et al. 2017). See docs/metrics.md for worked examples.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Union
+
+import numpy as np
+import torch
+from sklearn.metrics import (auc, average_precision_score, precision_recall_curve,
+                             roc_auc_score, roc_curve)
+from torch import Tensor
+
+from bench.errors import BenchError
+
+ArrayLike = Union[np.ndarray, Tensor, list, tuple]
+
+#: TPR at which fpr95 / fpr95_oodpos are read, and the val quantile that sets detect95's threshold
+TPR = 0.95
+VAL_QUANTILE = 0.05
+#: ECE bins (Guo et al. 2017 use 15)
+N_BINS = 15
+
+
+# --------------------------------------------------------------------------------------------
+# input checks
+# --------------------------------------------------------------------------------------------
+def as_scores(x: ArrayLike, what: str = "scores") -> np.ndarray:
+    """A 1-D float64 numpy copy of ``x``; BenchError (one line) when empty or not finite."""
+    if isinstance(x, Tensor):
+        x = x.detach().to("cpu", torch.float64).numpy()
+    a = np.asarray(x, dtype=np.float64).reshape(-1)
+    if a.size == 0:
+        raise BenchError(f"no {what} to score: the set is empty")
+    finite = np.isfinite(a)
+    if not finite.all():
+        n_nan = int(np.isnan(a).sum())
+        kind = "NaN" if n_nan else "inf"
+        raise BenchError(f"scores of {what} contain {kind} ({int((~finite).sum())} of {a.size}); "
+                         f"the detector produced invalid scores")
+    return a
+
+
+def _pair(s_in: ArrayLike, s_out: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+    return as_scores(s_in, "ID test images"), as_scores(s_out, "shifted images")
+
+
+def _labels_scores(s_in: np.ndarray, s_out: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """y = 1 for ID, 0 for shifted; scores concatenated in the same order."""
+    y = np.concatenate([np.ones(s_in.size, dtype=np.int64), np.zeros(s_out.size, dtype=np.int64)])
+    return y, np.concatenate([s_in, s_out])
+
+
+# --------------------------------------------------------------------------------------------
+# ranking metrics
+# --------------------------------------------------------------------------------------------
+def auroc(s_in: ArrayLike, s_out: ArrayLike) -> float:
+    """P(score of an ID image > score of a shifted image), ties counted 1/2; 0.5 = chance."""
+    y, s = _labels_scores(*_pair(s_in, s_out))
+    return float(roc_auc_score(y, s))
+
+
+def aupr_in(s_in: ArrayLike, s_out: ArrayLike) -> float:
+    """Average precision with ID images positive: ``sum_k (R_k - R_{k-1}) P_k``."""
+    y, s = _labels_scores(*_pair(s_in, s_out))
+    return float(average_precision_score(y, s))
+
+
+def aupr_out(s_in: ArrayLike, s_out: ArrayLike) -> float:
+    """Average precision with shifted images positive and ``-s`` as their score."""
+    y, s = _labels_scores(*_pair(s_in, s_out))
+    return float(average_precision_score(1 - y, -s))
+
+
+def aupr_in_trapz(s_in: ArrayLike, s_out: ArrayLike) -> float:
+    """Trapezoid-rule area under the ID-positive PR curve, as pytorch-ood and OpenOOD report it.
+
+    Linear interpolation between PR points is optimistic (Davis & Goadrich 2006); the record
+    keeps it beside :func:`aupr_in` only so numbers can be compared with those libraries.
+    """
+    y, s = _labels_scores(*_pair(s_in, s_out))
+    precision, recall, _ = precision_recall_curve(y, s)
+    return float(auc(recall, precision))
+
+
+def aupr_out_trapz(s_in: ArrayLike, s_out: ArrayLike) -> float:
+    """Trapezoid-rule area under the shifted-positive PR curve (pytorch-ood ``AUPR-OUT``)."""
+    y, s = _labels_scores(*_pair(s_in, s_out))
+    precision, recall, _ = precision_recall_curve(1 - y, -s)
+    return float(auc(recall, precision))
+
+
+def _fpr_at_tpr(y: np.ndarray, s: np.ndarray, tpr: float) -> float:
+    # every unique score is a threshold (drop_intermediate=False), so ties behave as in
+    # pytorch-ood; the default would drop points and can move the first point with TPR >= tpr
+    fpr_curve, tpr_curve, _ = roc_curve(y, s, drop_intermediate=False)
+    k = int(np.searchsorted(tpr_curve, tpr, side="left"))
+    return float(fpr_curve[k])
+
+
+def fpr95(s_in: ArrayLike, s_out: ArrayLike, tpr: float = TPR) -> float:
+    """Fraction of shifted images accepted when ``tpr`` (95 %) of ID test images are accepted.
+
+    From ``roc_curve(y, s, drop_intermediate=False)`` with ID positive: the FPR at the first
+    threshold (scanning from the highest score down) where TPR >= ``tpr``. Lower is better.
+    """
+    y, s = _labels_scores(*_pair(s_in, s_out))
+    return _fpr_at_tpr(y, s, tpr)
+
+
+def fpr95_oodpos(s_in: ArrayLike, s_out: ArrayLike, tpr: float = TPR) -> float:
+    """Fraction of ID test images rejected when ``tpr`` (95 %) of shifted images are caught.
+
+    The OOD-positive FPR@95TPR of pytorch-ood (``FPR95TPR``) and OpenOOD v1.5: the same rule
+    as :func:`fpr95` on ``roc_curve(1 - y, -s, drop_intermediate=False)``. Lower is better.
+    """
+    y, s = _labels_scores(*_pair(s_in, s_out))
+    return _fpr_at_tpr(1 - y, -s, tpr)
+
+
+def threshold95(s_val: ArrayLike, q: float = VAL_QUANTILE) -> float:
+    """``tau = numpy.quantile(s_val, 0.05)`` (linear interpolation): accepts ~95 % of ID val."""
+    return float(np.quantile(as_scores(s_val, "ID val images"), q))
+
+
+def detect95(s_out: ArrayLike, s_val: ArrayLike) -> float:
+    """Fraction of shifted images rejected, ``mean(s_out < tau)``, at the val threshold ``tau``."""
+    tau = threshold95(s_val)
+    return float(np.mean(as_scores(s_out, "shifted images") < tau))
+
+
+def id_accept95(s_in: ArrayLike, s_val: ArrayLike) -> float:
+    """Fraction of ID test images accepted, ``mean(s_in >= tau)``, at the val threshold ``tau``."""
+    tau = threshold95(s_val)
+    return float(np.mean(as_scores(s_in, "ID test images") >= tau))
+
+
+#: the (s_in, s_out) metrics by record key
+PAIR_METRICS: dict[str, Callable[[ArrayLike, ArrayLike], float]] = {
+    "auroc": auroc, "aupr_in": aupr_in, "aupr_out": aupr_out, "fpr95": fpr95,
+    "fpr95_oodpos": fpr95_oodpos, "aupr_in_trapz": aupr_in_trapz,
+    "aupr_out_trapz": aupr_out_trapz,
+}
+
+
+def detector_metrics(s_in: ArrayLike, s_out: ArrayLike,
+                     s_val: ArrayLike | None) -> dict[str, float | None]:
+    """Every detector metric of one (detector, shift) cell, keyed as in the result records.
+
+    ``s_in`` (n_in,), ``s_out`` (n_out,), ``s_val`` (n_val,): scores, higher = more ID.
+    ``s_val=None`` leaves ``detect95`` and ``id_accept95`` as None (no threshold to fit).
+    """
+    a, b = _pair(s_in, s_out)
+    y, s = _labels_scores(a, b)
+    out: dict[str, float | None] = {
+        "auroc": float(roc_auc_score(y, s)),
+        "aupr_in": float(average_precision_score(y, s)),
+        "aupr_out": float(average_precision_score(1 - y, -s)),
+        "fpr95": _fpr_at_tpr(y, s, TPR),
+        "fpr95_oodpos": _fpr_at_tpr(1 - y, -s, TPR),
+        "detect95": None,
+        "id_accept95": None,
+    }
+    if s_val is not None:
+        tau = threshold95(s_val)
+        out["detect95"] = float(np.mean(b < tau))
+        out["id_accept95"] = float(np.mean(a >= tau))
+    p, r, _ = precision_recall_curve(y, s)
+    out["aupr_in_trapz"] = float(auc(r, p))
+    p, r, _ = precision_recall_curve(1 - y, -s)
+    out["aupr_out_trapz"] = float(auc(r, p))
+    return out
+
+
+def roc_points(s_in: ArrayLike, s_out: ArrayLike,
+               max_points: int = 200) -> tuple[np.ndarray, np.ndarray]:
+    """(fpr, tpr) of the ID-positive ROC curve with at most ``max_points`` points, for plots.
+
+    Collinear points are dropped first (``drop_intermediate=True`` changes no plotted line);
+    if more remain, evenly spaced points along the curve are kept. Always starts at (0, 0) and
+    ends at (1, 1).
+    """
+    if max_points < 2:
+        raise BenchError(f"roc_points needs max_points >= 2, got {max_points}")
+    y, s = _labels_scores(*_pair(s_in, s_out))
+    fpr, tpr, _ = roc_curve(y, s, drop_intermediate=True)
+    if fpr.size > max_points:
+        keep = np.unique(np.round(np.linspace(0, fpr.size - 1, max_points)).astype(np.int64))
+        fpr, tpr = fpr[keep], tpr[keep]
+    return fpr.astype(np.float64), tpr.astype(np.float64)
+
+
+# --------------------------------------------------------------------------------------------
+# bootstrap
+# --------------------------------------------------------------------------------------------
+def _weighted_rank_metric(name: str, c_in: np.ndarray, c_out: np.ndarray) -> np.ndarray:
+    """``name`` for B resamples at once, from counts per unique score.
+
+    ``c_in`` (B, U) / ``c_out`` (B, U): how often each of the U unique scores (ascending, the
+    union of ``s_in`` and ``s_out``) occurs among the ID / shifted images of each resample. The
+    curves are scikit-learn's (one point per unique score), so at unit counts every value equals
+    the corresponding function above. Returns (B,) float64.
+    """
+    n_in = c_in.sum(1, dtype=np.float64)
+    n_out = c_out.sum(1, dtype=np.float64)
+    if name == "auroc":
+        below = np.cumsum(c_out, 1) - c_out      # shifted images strictly below each score
+        pairs = (c_in * (below + 0.5 * c_out)).sum(1)
+        return pairs / (n_in * n_out)
+    if name in ("fpr95", "aupr_in"):          # ID positive: thresholds from the top score down
+        tps = np.cumsum(c_in[:, ::-1], 1)
+        fps = np.cumsum(c_out[:, ::-1], 1)
+        n_pos, n_neg, new_pos = n_in, n_out, c_in[:, ::-1]
+    elif name in ("fpr95_oodpos", "aupr_out"):  # shifted positive, score -s: from the bottom up
+        tps = np.cumsum(c_out, 1)
+        fps = np.cumsum(c_in, 1)
+        n_pos, n_neg, new_pos = n_out, n_in, c_out
+    else:  # pragma: no cover - guarded by the caller
+        raise KeyError(name)
+    if name.startswith("fpr95"):
+        # first threshold with TPR >= 0.95 (same float comparison as roc_curve's tps / tps[-1])
+        k = np.argmax(tps / n_pos[:, None] >= TPR, axis=1)
+        return np.take_along_axis(fps, k[:, None], 1)[:, 0] / n_neg
+    precision = np.divide(tps, tps + fps, out=np.zeros(tps.shape), where=(tps + fps) > 0)
+    return (new_pos * precision).sum(1) / n_pos
+
+
+#: metrics that :func:`bootstrap_ci` computes for many resamples at once
+VECTORISED = ("auroc", "aupr_in", "aupr_out", "fpr95", "fpr95_oodpos")
+
+
+def bootstrap_ci(s_in: ArrayLike, s_out: ArrayLike,
+                 metric: str | Callable[[np.ndarray, np.ndarray], float] = "auroc",
+                 n_boot: int = 1000, seed: int = 0, level: float = 0.95,
+                 max_cells: int = 2_000_000) -> tuple[float, float]:
+    """Percentile bootstrap interval (default 95 %) of a metric over ID and shifted images.
+
+    Each resample draws ``n_in`` ID and ``n_out`` shifted scores with replacement, separately
+    (a stratified bootstrap: n_in and n_out, which AUPR depends on, stay fixed). ``metric`` is a
+    key of :data:`PAIR_METRICS` or a callable ``f(s_in, s_out) -> float``. The metrics in
+    :data:`VECTORISED` are computed for many resamples at once from per-unique-score counts
+    (chunks of at most ``max_cells`` counts); others call the function once per resample.
+    Randomness comes from ``numpy.random.default_rng(seed)`` only. Returns ``(low, high)``.
+    """
+    a, b = _pair(s_in, s_out)
+    if n_boot < 2:
+        raise BenchError(f"bootstrap_ci needs n_boot >= 2, got {n_boot}")
+    if not 0.0 < level < 1.0:
+        raise BenchError(f"bootstrap_ci needs 0 < level < 1, got {level}")
+    if isinstance(metric, str) and metric not in PAIR_METRICS:
+        raise BenchError(f"unknown metric {metric!r} for bootstrap_ci "
+                         f"(choose from: {', '.join(PAIR_METRICS)})")
+    rng = np.random.default_rng(seed)
+    values = np.empty(n_boot, dtype=np.float64)
+    u, codes = np.unique(np.concatenate([a, b]), return_inverse=True)
+    code_in, code_out, n_u = codes[:a.size], codes[a.size:], u.size
+    vectorised = isinstance(metric, str) and metric in VECTORISED
+    f = PAIR_METRICS[metric] if isinstance(metric, str) else metric
+    # the resamples are drawn chunk by chunk in the same way on both paths, so a callable gets
+    # exactly the resamples the vectorised code sees (the tests rely on it)
+    chunk = max(1, min(n_boot, max_cells // max(n_u, a.size, b.size)))
+    for start in range(0, n_boot, chunk):
+        m = min(chunk, n_boot - start)
+        idx_in = rng.integers(0, a.size, (m, a.size))
+        idx_out = rng.integers(0, b.size, (m, b.size))
+        if vectorised:
+            rows = np.arange(m)[:, None] * n_u
+            c_in = np.bincount((rows + code_in[idx_in]).ravel(),
+                               minlength=m * n_u).reshape(m, n_u)
+            c_out = np.bincount((rows + code_out[idx_out]).ravel(),
+                                minlength=m * n_u).reshape(m, n_u)
+            values[start:start + m] = _weighted_rank_metric(str(metric), c_in, c_out)
+        else:
+            for i in range(m):  # one call per resample: the metric is opaque
+                values[start + i] = f(a[idx_in[i]], b[idx_out[i]])
+    lo, hi = np.quantile(values, [(1 - level) / 2, (1 + level) / 2])
+    return float(lo), float(hi)
+
+
+# --------------------------------------------------------------------------------------------
+# classifier metrics
+# --------------------------------------------------------------------------------------------
+def ece(confidences: ArrayLike, correct: ArrayLike, n_bins: int = N_BINS) -> float:
+    """Expected calibration error (Guo et al. 2017): ``sum_b |B_b|/n * |acc(B_b) - conf(B_b)|``.
+
+    Bins are ``(0, 1/n_bins], (1/n_bins, 2/n_bins], ..., ((n_bins-1)/n_bins, 1]`` with edges
+    ``numpy.linspace(0, 1, n_bins + 1)``, as in Guo et al.'s code (``conf > lower & conf <=
+    upper``); a confidence of exactly 0 joins the first bin. Empty bins contribute nothing.
+    ``confidences`` (n,) in [0, 1], ``correct`` (n,) bool or 0/1. Computed in float64.
+    """
+    conf = as_scores(confidences, "confidences")
+    if isinstance(correct, Tensor):
+        correct = correct.detach().cpu().numpy()
+    hit = np.asarray(correct, dtype=np.float64).reshape(-1)
+    if hit.shape != conf.shape:
+        raise BenchError(f"ece: {conf.size} confidences but {hit.size} correct flags")
+    if n_bins < 1:
+        raise BenchError(f"ece needs n_bins >= 1, got {n_bins}")
+    if conf.min() < 0.0 or conf.max() > 1.0:
+        raise BenchError("ece: confidences must lie in [0, 1]")
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    # searchsorted(side="left") - 1 puts c in bin b iff edges[b] < c <= edges[b + 1]
+    b = np.clip(np.searchsorted(edges, conf, side="left") - 1, 0, n_bins - 1)
+    gap = np.abs(np.bincount(b, weights=hit, minlength=n_bins)
+                 - np.bincount(b, weights=conf, minlength=n_bins))
+    # |B|/n * |acc(B) - conf(B)| = |sum_B correct - sum_B conf| / n
+    return float(gap.sum() / conf.size)
+
+
+def classifier_metrics(logits: ArrayLike, labels: ArrayLike | None) -> dict[str, float | None]:
+    """``{"acc", "ece"}`` of the classifier on one set: top-1 accuracy, ECE of max softmax (T = 1).
+
+    ``logits`` (N, K) (cast to float64), ``labels`` (N,) int. ``labels=None`` (an OOD set: no
+    labels in the ID label space) gives ``{"acc": None, "ece": None}``.
+    """
+    if labels is None:
+        return {"acc": None, "ece": None}
+    z = torch.as_tensor(logits).detach().to("cpu", torch.float64)
+    y = torch.as_tensor(labels).detach().to("cpu").reshape(-1).long()
+    if z.ndim != 2 or z.shape[0] == 0:
+        raise BenchError(f"classifier_metrics needs logits of shape (N, K) with N > 0, "
+                         f"got {tuple(z.shape)}")
+    if y.shape[0] != z.shape[0]:
+        raise BenchError(f"classifier_metrics: {z.shape[0]} logits but {y.shape[0]} labels")
+    if not torch.isfinite(z).all():
+        raise BenchError("classifier logits contain NaN or inf")
+    conf, pred = torch.softmax(z, dim=1).max(dim=1)
+    correct = (pred == y).numpy()
+    return {"acc": float(correct.mean()), "ece": ece(conf.numpy(), correct)}
+
+
+def attack_success(clean_logits: ArrayLike, adv_logits: ArrayLike, labels: ArrayLike) -> float | None:
+    """Fraction of correctly classified clean images whose attacked version is misclassified.
+
+    (N, K) logits of the clean and attacked images in the same order, (N,) true labels.
+    None when no clean image is classified correctly (the rate is undefined).
+    """
+    y = torch.as_tensor(labels).reshape(-1).long().cpu()
+    clean = torch.as_tensor(clean_logits).to("cpu", torch.float64).argmax(1) == y
+    adv = torch.as_tensor(adv_logits).to("cpu", torch.float64).argmax(1) == y
+    n = int(clean.sum())
+    if n == 0:
+        return None
+    return float((clean & ~adv).sum()) / n
+
+
+__all__ = [
+    "as_scores", "auroc", "aupr_in", "aupr_out", "aupr_in_trapz", "aupr_out_trapz", "fpr95",
+    "fpr95_oodpos", "threshold95", "detect95", "id_accept95", "detector_metrics", "roc_points",
+    "bootstrap_ci", "ece", "classifier_metrics", "attack_success", "PAIR_METRICS", "VECTORISED",
+]
