@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from bench.errors import BenchError
-from bench.registry import SHIFTS, Component
+from bench.registry import SHIFTS, Component, Spec
 
 #: leaderboard groups (METHODS.md §5)
 CORRUPTION, ATTACK, ANOMALY_MIX, OOD = "corruption", "attack", "anomaly mix", "ood"
@@ -22,15 +22,19 @@ class Shift(Component):
     """Base of corruptions and attacks.
 
     Subclasses set ``severity_param`` (the parameter a severity sets) and ``severities`` (its
-    five values), declare the parameter as a keyword argument defaulting to None, and implement
-    :meth:`apply`. ``__call__`` checks inputs and outputs and, for attacks, puts the model back
-    into its mode afterwards.
+    five values), or ``severity_table`` when a severity sets several parameters, declare the
+    parameter(s) as keyword arguments defaulting to None, and implement :meth:`apply`.
+    ``__call__`` checks inputs and outputs and, for attacks, puts the model back into its mode
+    afterwards.
     """
 
     needs_model: ClassVar[bool] = False
     group: ClassVar[str] = CORRUPTION
     severity_param: ClassVar[str | None] = None
     severities: ClassVar[tuple[float, ...]] = ()
+    #: for a shift whose severity sets several parameters (``brightness_contrast``): each
+    #: parameter name -> its five values; used when ``severity_param`` is None
+    severity_table: ClassVar[dict[str, tuple[float, ...]]] = {}
     #: attacks may restrict scoring to correctly classified images they flipped (METHODS.md §2)
     successful_only: bool = False
 
@@ -38,23 +42,53 @@ class Shift(Component):
         self._init_severity(severity, params)
 
     def _init_severity(self, severity: int | None, params: dict[str, Any]) -> None:
-        """Resolve ``severity`` and the parameter it sets; store both as attributes."""
+        """Resolve ``severity`` and the parameter(s) it sets; store all of them as attributes.
+
+        With no explicit parameter the severity defaults to 3. An explicit parameter is kept
+        and ``severity`` stays None; parameters it does not give come from severity 3.
+        """
         p = self.severity_param
-        explicit = params.get(p) if p else None
-        if severity is not None and explicit is not None:
-            raise BenchError(f"{self.name}: give either severity or {p}, not both")
+        table = {p: self.severities} if p else dict(self.severity_table)
+        given = [k for k in table if params.get(k) is not None]
+        if severity is not None and given:
+            raise BenchError(f"{self.name}: give either severity or {given[0]}, not both")
         if severity is not None:
             if isinstance(severity, bool) or not isinstance(severity, int) or not 1 <= severity <= 5:
                 raise BenchError(f"{self.name}: severity must be an integer 1..5, got {severity!r}")
-        if p:
-            if explicit is None:
-                severity = 3 if severity is None else severity
-                params[p] = self.severities[severity - 1]
-            elif not isinstance(explicit, (int, float)) or isinstance(explicit, bool):
-                raise BenchError(f"{self.name}: {p} must be a number, got {explicit!r}")
+        if table:
+            level = 3 if severity is None else severity
+            for k, values in table.items():
+                v = params.get(k)
+                if v is None:
+                    params[k] = values[level - 1]
+                elif not isinstance(v, (int, float)) or isinstance(v, bool):
+                    raise BenchError(f"{self.name}: {k} must be a number, got {v!r}")
+            if not given:
+                severity = level
         self.severity = severity
         for k, v in params.items():
             setattr(self, k, v)
+
+    @classmethod
+    def severity_keys(cls) -> tuple[str, ...]:
+        """The parameters a severity sets (``()`` for shifts like ``mix``, whose severity only
+        passes on to its parts, and for shifts without severity)."""
+        if cls.severity_param:
+            return (cls.severity_param,)
+        return tuple(cls.severity_table)
+
+    def spec(self) -> str:
+        """``name(k=v, ...)`` that :meth:`Registry.create` turns back into this shift.
+
+        Parameters a severity set are left out when the severity is given (giving both is an
+        error), so ``gaussian_noise(severity=3)`` and ``gaussian_noise(sigma=0.2)`` round-trip.
+        """
+        params = {k: v for k, v in self.get_params().items() if k != "arg"}
+        if params.get("severity") is not None:
+            params = {k: v for k, v in params.items() if k not in self.severity_keys()}
+        elif "severity" in params:
+            del params["severity"]
+        return str(Spec(self.name, getattr(self, "arg", None) if self.takes_arg else None, params))
 
     def apply(self, x: Tensor, y: Tensor, *, model: nn.Module | None,
               generator: torch.Generator) -> Tensor:  # pragma: no cover - abstract
@@ -82,4 +116,23 @@ class Shift(Component):
         return out.clamp_(0.0, 1.0)
 
 
-__all__ = ["Shift", "SHIFTS", "CORRUPTION", "ATTACK", "ANOMALY_MIX", "OOD"]
+def attack_success(y: Tensor, clean_pred: Tensor, shifted_pred: Tensor) -> float | None:
+    """Fraction of correctly classified clean images whose shifted version is misclassified.
+
+    METHODS.md §2: ``sum(clean_pred == y and shifted_pred != y) / sum(clean_pred == y)``.
+    y, clean_pred, shifted_pred: (N,) integer labels (tensors or arrays). None when no clean
+    image is classified correctly (the ratio is undefined, not 0).
+    """
+    y, clean_pred, shifted_pred = (torch.as_tensor(t).reshape(-1).cpu()
+                                   for t in (y, clean_pred, shifted_pred))
+    if not y.shape == clean_pred.shape == shifted_pred.shape:
+        raise ValueError(f"attack_success: shapes differ {tuple(y.shape)}, "
+                         f"{tuple(clean_pred.shape)}, {tuple(shifted_pred.shape)}")
+    correct = clean_pred == y
+    n = int(correct.sum())
+    if n == 0:
+        return None
+    return int((correct & (shifted_pred != y)).sum()) / n
+
+
+__all__ = ["Shift", "SHIFTS", "CORRUPTION", "ATTACK", "ANOMALY_MIX", "OOD", "attack_success"]

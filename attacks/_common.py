@@ -1,0 +1,105 @@
+"""Helpers shared by the shifts: seeded CPU draws, parameter checks, batched input gradients.
+
+Private module (not auto-registered): the registry imports every public module of the package.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from bench import progress
+from bench.errors import BenchError
+
+
+def cpu_generator(generator: torch.Generator) -> torch.Generator:
+    """The passed generator, checked: random draws come from a CPU generator (METHODS.md §5)."""
+    if not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
+    if generator.device.type != "cpu":
+        # a CUDA generator would make the draws depend on the device
+        raise ValueError(f"shifts draw random numbers from a CPU generator, got one on "
+                         f"{generator.device}")
+    return generator
+
+
+def rand(shape: torch.Size | tuple[int, ...], generator: torch.Generator, *,
+         device: torch.device) -> Tensor:
+    """U[0,1) float32 of ``shape`` drawn on the CPU, then moved to ``device``.
+
+    Drawing on the CPU over the whole set in one call makes the values independent of the
+    device and of any later batching.
+    """
+    return torch.rand(shape, generator=cpu_generator(generator), dtype=torch.float32).to(device)
+
+
+def randn(shape: torch.Size | tuple[int, ...], generator: torch.Generator, *,
+          device: torch.device) -> Tensor:
+    """N(0,1) float32 of ``shape`` drawn on the CPU, then moved to ``device``."""
+    return torch.randn(shape, generator=cpu_generator(generator), dtype=torch.float32).to(device)
+
+
+def uniform(shape: torch.Size | tuple[int, ...], lo: float, hi: float,
+            generator: torch.Generator, *, device: torch.device) -> Tensor:
+    """U[lo, hi) float32 drawn on the CPU with ``Tensor.uniform_`` (as torchattacks' PGD start)."""
+    t = torch.empty(shape, dtype=torch.float32)
+    return t.uniform_(lo, hi, generator=cpu_generator(generator)).to(device)
+
+
+def check_number(shift: str, param: str, value: float, lo: float, hi: float) -> None:
+    """BenchError unless lo <= value <= hi."""
+    if not lo <= value <= hi:
+        raise BenchError(f"{shift}: {param} must lie in [{lo:g}, {hi:g}], got {value!r}; "
+                         f"give a value in that range or severity=1..5")
+
+
+def check_int(shift: str, param: str, value: object, lo: int = 1) -> None:
+    """BenchError unless ``value`` is an integer >= lo."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < lo:
+        raise BenchError(f"{shift}: {param} must be an integer >= {lo}, got {value!r}")
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """Device of the model's first parameter or buffer (CPU for a model without either)."""
+    for t in model.parameters():
+        return t.device
+    for t in model.buffers():
+        return t.device
+    return torch.device("cpu")
+
+
+def loss_grad(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+    """Gradient wrt x of the per-image SUMMED cross-entropy (not the batch mean).
+
+    With the sum, image i's gradient does not depend on how many images share its batch; the
+    mean (torchattacks) scales it by 1/B, which leaves its sign unchanged except where the
+    scaled value underflows. x: (B,C,H,W) float32, y: (B,) int64 -> (B,C,H,W).
+    """
+    x = x.detach().requires_grad_(True)
+    loss = F.cross_entropy(model(x), y, reduction="sum")
+    (grad,) = torch.autograd.grad(loss, x)
+    return grad
+
+
+def batched_attack(name: str, model: nn.Module, x: Tensor, y: Tensor, batch_size: int,
+                   step: Callable[[Tensor, Tensor, slice], Tensor]) -> Tensor:
+    """Run ``step(xb, yb, rows)`` on batches of float32 images on the model's device.
+
+    Returns the concatenated result in x's dtype and on x's device. Works inside
+    ``torch.no_grad`` or ``torch.inference_mode`` of the caller: attacks need gradients.
+    """
+    dev = model_device(model)
+    with torch.inference_mode(False), torch.enable_grad(), \
+            progress.task(name, total=x.shape[0]) as bar:
+        out = torch.empty(x.shape, dtype=x.dtype, device=x.device)  # a normal tensor
+        for start in range(0, x.shape[0], batch_size):
+            rows = slice(start, start + batch_size)
+            # clone: an inference-mode tensor from the caller cannot enter autograd
+            xb = x[rows].to(dev, torch.float32).clone()
+            yb = y[rows].to(dev, torch.long).clone()
+            out[rows] = step(xb, yb, rows).detach().to(out.device, out.dtype)
+            bar.advance(xb.shape[0])
+    return out
