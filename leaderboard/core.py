@@ -1,0 +1,439 @@
+"""The leaderboard's data: records in, a :class:`Board` out (no rendering here).
+
+RobustBench's leaderboard is a pure function of a folder of records (load, aggregate, render); so is
+ours. :func:`build` groups records by (dataset, model spec, weights sha256), one :class:`Section` per
+group, so results of different classifiers or datasets are never averaged together, and computes:
+
+* per metric a detector x shift matrix of :class:`Cell`; over several seeds a cell is
+  ``mean +- std`` (sample std, ``ddof=1``: the seeds are a sample of the runs one could make); for a
+  single run it carries the record's own bootstrap 95 % interval (``metrics_ci``) when stored;
+* rankings of detectors by the mean of a metric over shifts (every shift weighs the same, seeds are
+  averaged first), over all shifts and separately per ``shift.group`` (OOD sets, corruptions,
+  attacks, the anomaly mix) and per ``shift.proximity`` of the OOD sets (near / far);
+* the classifier's ``acc``, ``ece`` and ``attack_success`` per shift, and its clean ``acc`` / ``ece``;
+* per shift name with several severities, each detector's metric against severity.
+
+Failed records (``status == "failed"``) are kept: their cells say so instead of silently vanishing.
+Metric direction comes from :data:`bench.results.LOWER_IS_BETTER` (``fpr95*`` and ``ece``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from bench.results import LOWER_IS_BETTER
+
+#: metrics that get a detector x shift matrix (and may be chosen with ``--metric``)
+METRICS: tuple[str, ...] = ("auroc", "aupr_in", "aupr_out", "fpr95", "fpr95_oodpos", "detect95")
+#: classifier numbers per shift (METHODS §2)
+CLASSIFIER_KEYS: tuple[str, ...] = ("acc", "ece", "attack_success")
+#: column order of shift groups; anything else sorts after them under its own name
+GROUP_ORDER: tuple[str, ...] = ("ood", "corruption", "attack", "anomaly mix")
+PROXIMITY_ORDER: tuple[str, ...] = ("near", "far")
+
+METRIC_LABELS: dict[str, str] = {
+    "auroc": "AUROC", "aupr_in": "AUPR-In", "aupr_out": "AUPR-Out", "fpr95": "FPR@95TPR (ID+)",
+    "fpr95_oodpos": "FPR@95TPR (OOD+)", "detect95": "Detected @95% val accept",
+    "id_accept95": "ID accepted @95% val", "acc": "accuracy", "ece": "ECE",
+    "attack_success": "attack success",
+}
+
+
+def higher_is_better(metric: str) -> bool:
+    """Direction of a metric: ``fpr95``, ``fpr95_oodpos`` and ``ece`` are lower-is-better."""
+    return metric not in LOWER_IS_BETTER
+
+
+def scope_label(scope: str) -> str:
+    """Human name of a ranking scope key (``all``, a group, or ``ood:<proximity>``)."""
+    if scope == "all":
+        return "all shifts"
+    if scope == "ood":
+        return "OOD"
+    if scope.startswith("ood:"):
+        return f"{scope[4:]} OOD"
+    if scope in ("corruption", "attack"):
+        return scope + "s"
+    return scope
+
+
+# --------------------------------------------------------------------------------------------
+# Data classes
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Cell:
+    """One aggregated number: the values of one metric over the seeds of one matrix cell.
+
+    ``mean``/``std`` over seeds (``std`` only with >= 2 values, ``ddof=1``); ``ci`` is the stored
+    bootstrap 95 % interval of a single run (None otherwise); ``failed`` holds the error lines of
+    seeds whose cell failed. ``values``/``seeds`` are aligned.
+    """
+
+    values: tuple[float, ...] = ()
+    seeds: tuple[int, ...] = ()
+    mean: float | None = None
+    std: float | None = None
+    ci: tuple[float, float] | None = None
+    failed: tuple[str, ...] = ()
+
+    @property
+    def n(self) -> int:
+        return len(self.values)
+
+
+@dataclass(frozen=True)
+class Column:
+    """One shift column of a section: a shift spec at one severity."""
+
+    label: str
+    spec: str
+    name: str
+    group: str
+    severity: int | None
+    proximity: str | None
+
+
+@dataclass(frozen=True)
+class RankRow:
+    """A detector's place in one ranking: mean of per-shift means over ``n_shifts`` of ``n_total``."""
+
+    rank: int
+    detector: str
+    mean: float | None
+    n_shifts: int
+    n_total: int
+
+    @property
+    def complete(self) -> bool:
+        return self.n_shifts == self.n_total
+
+
+@dataclass
+class Section:
+    """Everything the leaderboard shows for one (dataset, model spec, weights sha256) group."""
+
+    dataset: str
+    model: str
+    weights_sha256: str | None
+    columns: list[Column]
+    detectors: list[str]
+    #: metric -> (detector, column label) -> Cell
+    matrices: dict[str, dict[tuple[str, str], Cell]]
+    #: metric -> scope -> rows, best first (scopes: "all", groups, "ood:<proximity>")
+    rankings: dict[str, dict[str, list[RankRow]]]
+    #: column label -> classifier key -> Cell
+    classifier: dict[str, dict[str, Cell]]
+    #: "acc" / "ece" on the clean ID test set
+    clean: dict[str, Cell]
+    #: metric -> shift name -> detector -> [(severity, Cell)] sorted by severity
+    severity: dict[str, dict[str, dict[str, list[tuple[int, Cell]]]]]
+    environment: dict[str, list[str]]
+    commands: list[str]
+    seeds: list[int]
+    records: list[dict[str, Any]]
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def title(self) -> str:
+        sha = (self.weights_sha256 or "no weights hash")[:12]
+        return f"{self.dataset} · {self.model} · {sha}"
+
+    def cell(self, metric: str, detector: str, column: str) -> Cell:
+        return self.matrices[metric].get((detector, column), Cell())
+
+    def best(self, metric: str, column: str) -> float | None:
+        """Best cell mean of one column (direction-aware); None if the column is empty."""
+        means = [c.mean for (d, col), c in self.matrices[metric].items()
+                 if col == column and c.mean is not None]
+        if not means:
+            return None
+        return max(means) if higher_is_better(metric) else min(means)
+
+
+@dataclass
+class Board:
+    """A whole leaderboard: one section per (dataset, model, weights) group."""
+
+    sections: list[Section]
+    n_records: int
+    n_failed: int
+
+
+# --------------------------------------------------------------------------------------------
+# Building
+# --------------------------------------------------------------------------------------------
+def _num(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def _ci(record: dict[str, Any], metric: str) -> tuple[float, float] | None:
+    pair = (record.get("metrics_ci") or {}).get(metric)
+    if not isinstance(pair, (list, tuple)) or len(pair) != 2:
+        return None
+    lo, hi = _num(pair[0]), _num(pair[1])
+    return None if lo is None or hi is None else (lo, hi)
+
+
+def aggregate(entries: Sequence[tuple[int, float | None, tuple[float, float] | None]],
+              failed: Sequence[str] = ()) -> Cell:
+    """A :class:`Cell` from ``(seed, value, ci)`` triples of one cell (nulls are skipped)."""
+    kept = sorted((s, v, c) for s, v, c in entries if v is not None)
+    values = tuple(v for _, v, _ in kept)
+    seeds = tuple(s for s, _, _ in kept)
+    if len(values) >= 2:
+        arr = np.asarray(values, dtype=np.float64)
+        return Cell(values, seeds, float(arr.mean()), float(arr.std(ddof=1)), None, tuple(failed))
+    if len(values) == 1:
+        return Cell(values, seeds, values[0], None, kept[0][2], tuple(failed))
+    return Cell((), (), None, None, None, tuple(failed))
+
+
+def _column_of(record: dict[str, Any]) -> tuple[str, int | None, str, str, str | None]:
+    shift = record["shift"]
+    severity = shift.get("severity")
+    severity = severity if isinstance(severity, int) and not isinstance(severity, bool) else None
+    spec = str(shift.get("spec") or shift.get("name") or "?")
+    name = str(shift.get("name") or spec)
+    group = str(shift.get("group") or "other")
+    proximity = shift.get("proximity")
+    return spec, severity, name, group, (str(proximity) if proximity else None)
+
+
+def _column_sort_key(col: Column) -> tuple:
+    g = GROUP_ORDER.index(col.group) if col.group in GROUP_ORDER else len(GROUP_ORDER)
+    p = (PROXIMITY_ORDER.index(col.proximity) if col.proximity in PROXIMITY_ORDER
+         else len(PROXIMITY_ORDER))
+    return (g, col.group, p, col.name, col.severity if col.severity is not None else -1, col.spec)
+
+
+def _label(spec: str, severity: int | None) -> str:
+    # The severity is part of what a column means; show it unless the spec already says it.
+    if severity is None or "severity" in spec:
+        return spec
+    return f"{spec} (s{severity})"
+
+
+def _rank(section_cells: dict[tuple[str, str], Cell], detectors: list[str],
+          columns: list[Column], metric: str) -> list[RankRow]:
+    labels = [c.label for c in columns]
+    stats = []
+    for det in detectors:
+        means = [section_cells[(det, lab)].mean for lab in labels
+                 if (det, lab) in section_cells and section_cells[(det, lab)].mean is not None]
+        mean = float(np.mean(means)) if means else None
+        stats.append((det, mean, len(means)))
+    sign = -1.0 if higher_is_better(metric) else 1.0
+    # A detector missing some shifts averages over different shifts, so it is not comparable:
+    # complete detectors rank first, then incomplete ones, then those with no value at all.
+    stats.sort(key=lambda t: (t[1] is None, t[2] < len(labels),
+                              sign * t[1] if t[1] is not None else 0.0, t[0]))
+    return [RankRow(i + 1, det, mean, n, len(labels)) for i, (det, mean, n) in enumerate(stats)]
+
+
+def _scopes(columns: list[Column]) -> dict[str, list[Column]]:
+    scopes: dict[str, list[Column]] = {"all": list(columns)}
+    groups = sorted({c.group for c in columns},
+                    key=lambda g: (GROUP_ORDER.index(g) if g in GROUP_ORDER else 99, g))
+    for g in groups:
+        scopes[g] = [c for c in columns if c.group == g]
+        if g == "ood":
+            prox = sorted({c.proximity for c in scopes[g] if c.proximity},
+                          key=lambda p: (PROXIMITY_ORDER.index(p) if p in PROXIMITY_ORDER else 9, p))
+            for p in prox:
+                scopes[f"ood:{p}"] = [c for c in scopes[g] if c.proximity == p]
+    return scopes
+
+
+def _dedupe(records: list[dict[str, Any]], notes: list[str]) -> list[dict[str, Any]]:
+    """One record per (detector, shift, severity, seed): the newest wins, and the board says so."""
+    newest: dict[tuple, dict[str, Any]] = {}
+    for r in records:
+        spec, sev, *_ = _column_of(r)
+        key = (str(r["detector"].get("spec") or r["detector"].get("name")), spec, sev, r["seed"])
+        old = newest.get(key)
+        if old is None or str(r.get("created") or "") >= str(old.get("created") or ""):
+            newest[key] = r
+        if old is not None:
+            notes.append(f"duplicate records for detector {key[0]!r}, shift {key[1]!r}, seed "
+                         f"{key[3]}: kept the newest ({newest[key].get('created')})")
+    return list(newest.values())
+
+
+def _section(key: tuple[str, str, str | None], records: list[dict[str, Any]]) -> Section:
+    notes: list[str] = []
+    records = _dedupe(records, notes)
+    dataset_shas = {json.dumps(r["dataset"].get("sha256"), sort_keys=True) for r in records}
+    if len(dataset_shas) > 1:
+        notes.append(f"dataset {key[0]!r} appears with {len(dataset_shas)} different file hashes "
+                     "in this group; its records are shown together")
+
+    # Columns and detectors.
+    col_by_key: dict[tuple[str, int | None], Column] = {}
+    for r in records:
+        spec, sev, name, group, prox = _column_of(r)
+        if (spec, sev) not in col_by_key:
+            col_by_key[(spec, sev)] = Column(_label(spec, sev), spec, name, group, sev, prox)
+    columns = sorted(col_by_key.values(), key=_column_sort_key)
+    if len({c.label for c in columns}) < len(columns):  # e.g. "x (s3)" spelled both ways
+        columns = [Column(f"{c.label} [{c.spec}@{c.severity}]", c.spec, c.name, c.group,
+                          c.severity, c.proximity) for c in columns]
+        col_by_key = {(c.spec, c.severity): c for c in columns}
+    detectors = sorted({str(r["detector"].get("spec") or r["detector"].get("name"))
+                        for r in records})
+
+    # Matrices.
+    per_cell: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    for r in records:
+        spec, sev, *_ = _column_of(r)
+        det = str(r["detector"].get("spec") or r["detector"].get("name"))
+        per_cell[(det, col_by_key[(spec, sev)].label)].append(r)
+    matrices: dict[str, dict[tuple[str, str], Cell]] = {}
+    for m in METRICS:
+        matrices[m] = {}
+        for ck, recs in per_cell.items():
+            ok = [r for r in recs if r["status"] == "ok"]
+            failed = [str(r.get("error") or "failed") for r in recs if r["status"] != "ok"]
+            matrices[m][ck] = aggregate(
+                [(r["seed"], _num(r["metrics"].get(m)), _ci(r, m)) for r in ok], failed)
+
+    # Rankings, per metric and scope; rows of the matrices follow the all-shift ranking.
+    scopes = _scopes(columns)
+    rankings = {m: {s: _rank(matrices[m], detectors, cols, m) for s, cols in scopes.items()}
+                for m in METRICS}
+    detectors = [row.detector for row in rankings["auroc"]["all"]]
+
+    # Classifier per shift: one value per seed (every detector's record of it carries the same).
+    classifier: dict[str, dict[str, Cell]] = {}
+    for col in columns:
+        by_seed: dict[int, dict[str, Any]] = {}
+        for r in records:
+            if r["status"] == "ok" and _column_of(r)[:2] == (col.spec, col.severity):
+                by_seed.setdefault(r["seed"], r)
+        classifier[col.label] = {
+            k: aggregate([(s, _num((r.get("classifier") or {}).get(k)), _ci(r, k))
+                          for s, r in by_seed.items()])
+            for k in CLASSIFIER_KEYS}
+    clean_by_seed: dict[int, dict[str, Any]] = {}
+    for r in records:
+        if r["status"] == "ok":
+            clean_by_seed.setdefault(r["seed"], r["model"])
+    # The clean numbers do not depend on the seed; one value when every seed stored the same.
+    clean = {}
+    for k in ("acc", "ece"):
+        entries = [(s, _num(mdl.get(f"clean_{k}")), None) for s, mdl in clean_by_seed.items()]
+        if len({v for _, v, _ in entries}) == 1:
+            entries = entries[:1]
+        clean[k] = aggregate(entries)
+
+    # Severity curves: shift names seen at two or more severities.
+    severity: dict[str, dict[str, dict[str, list[tuple[int, Cell]]]]] = {m: {} for m in METRICS}
+    names = sorted({c.name for c in columns})
+    for name in names:
+        cols = [c for c in columns if c.name == name and c.severity is not None]
+        if len({c.severity for c in cols}) < 2:
+            continue
+        chosen: dict[int, Column] = {}
+        for c in cols:
+            if c.severity in chosen:
+                notes.append(f"severity curve of {name!r}: several specs at severity {c.severity} "
+                             f"({chosen[c.severity].label!r}, {c.label!r}); the curve uses the first")
+                continue
+            chosen[c.severity] = c
+        for m in METRICS:
+            severity[m][name] = {
+                det: [(s, matrices[m].get((det, chosen[s].label), Cell())) for s in sorted(chosen)]
+                for det in detectors}
+
+    # Environment and reproduction.
+    env: dict[str, list[str]] = {}
+
+    def add(k: str, v: Any) -> None:
+        if v is None:
+            return
+        text = v if isinstance(v, str) else json.dumps(v, sort_keys=True)
+        env.setdefault(k, [])
+        if text not in env[k]:
+            env[k].append(text)
+
+    ordered = sorted(records, key=lambda r: str(r.get("created") or ""))
+    for r in ordered:
+        ds, mdl = r["dataset"], r["model"]
+        add("dataset", ds.get("spec") or ds.get("name"))
+        add("dataset sha256", ds.get("sha256"))
+        for k in ("n_fit", "n_val", "n_test", "shape"):
+            add(f"dataset {k}", ds.get(k))
+        for k in ("spec", "arch", "weights", "weights_sha256", "norm", "mean", "std"):
+            add(f"model {k}", mdl.get(k))
+        for k, v in (r.get("environment") or {}).items():
+            add(k, v)
+    commands: list[str] = []
+    for r in ordered:
+        cmd = r.get("command")
+        if isinstance(cmd, str) and cmd and cmd not in commands:
+            commands.append(cmd)
+    seeds = sorted({r["seed"] for r in records})
+
+    return Section(dataset=key[0], model=key[1], weights_sha256=key[2], columns=columns,
+                   detectors=detectors, matrices=matrices, rankings=rankings,
+                   classifier=classifier, clean=clean, severity=severity, environment=env,
+                   commands=commands, seeds=seeds, records=ordered, notes=notes)
+
+
+def build(records: Iterable[dict[str, Any]]) -> Board:
+    """Aggregate validated records (``bench.results.load_records``) into a :class:`Board`.
+
+    One section per (dataset name, model spec, weights sha256), in sorted order.
+    """
+    records = list(records)
+    groups: dict[tuple[str, str, str | None], list[dict[str, Any]]] = defaultdict(list)
+    for r in records:
+        key = (str(r["dataset"].get("name")), str(r["model"].get("spec")),
+               r["model"].get("weights_sha256"))
+        groups[key].append(r)
+    sections = [_section(k, groups[k])
+                for k in sorted(groups, key=lambda k: (k[0], k[1], k[2] or ""))]
+    return Board(sections=sections, n_records=len(records),
+                 n_failed=sum(r["status"] != "ok" for r in records))
+
+
+# --------------------------------------------------------------------------------------------
+# Text helpers shared by the renderers
+# --------------------------------------------------------------------------------------------
+def pct(value: float | None) -> str:
+    """A fraction as a percentage with one decimal (``0.9342 -> "93.4"``); ``-`` for None."""
+    return "-" if value is None else f"{100.0 * value:.1f}"
+
+
+def cell_text(cell: Cell) -> str:
+    """``mean±std`` (several seeds), ``mean [lo, hi]`` (one run with an interval), in percent."""
+    if cell.mean is None:
+        return "failed" if cell.failed else "-"
+    if cell.std is not None:
+        text = f"{pct(cell.mean)}±{pct(cell.std)}"
+    elif cell.ci is not None:
+        text = f"{pct(cell.mean)} [{pct(cell.ci[0])}, {pct(cell.ci[1])}]"
+    else:
+        text = pct(cell.mean)
+    if cell.failed:
+        text += f" ({len(cell.failed)} failed)"
+    return text
+
+
+def is_best(section: Section, metric: str, detector: str, column: str) -> bool:
+    """Whether this cell's mean equals the best mean of its column (ties are all best)."""
+    c = section.cell(metric, detector, column)
+    best = section.best(metric, column)
+    return c.mean is not None and best is not None and c.mean == best and len(section.detectors) > 1
+
+
+def direction_text(metric: str) -> str:
+    return "higher is better" if higher_is_better(metric) else "lower is better"

@@ -1,0 +1,110 @@
+"""Terminal leaderboard: rich tables for one metric (matrix, ranking, classifier, severity)."""
+
+from __future__ import annotations
+
+import io
+
+from rich.console import Console, Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from bench.leaderboard.core import (
+    METRIC_LABELS, Board, Section, cell_text, direction_text, is_best, pct, scope_label,
+)
+
+
+def _matrix(section: Section, metric: str) -> Table:
+    t = Table(title=f"{METRIC_LABELS[metric]} (%), {direction_text(metric)}",
+              title_justify="left")
+    t.add_column("detector", style="bold")
+    for col in section.columns:
+        t.add_column(col.label, justify="right")
+    for det in section.detectors:
+        cells: list[RenderableType] = [det]
+        for col in section.columns:
+            text = cell_text(section.cell(metric, det, col.label))
+            cells.append(Text(text, style="bold green" if is_best(section, metric, det, col.label)
+                              else ""))
+        t.add_row(*cells)
+    return t
+
+
+def _ranking(section: Section, metric: str) -> Table:
+    scopes = list(section.rankings[metric])
+    t = Table(title=f"Ranking: mean {METRIC_LABELS[metric]} (%) over shifts", title_justify="left")
+    t.add_column("rank", justify="right")
+    t.add_column("detector", style="bold")
+    for s in scopes:
+        t.add_column(scope_label(s), justify="right")
+    lookup = {s: {r.detector: r for r in section.rankings[metric][s]} for s in scopes}
+    for row in section.rankings[metric]["all"]:
+        vals = []
+        for s in scopes:
+            r = lookup[s][row.detector]
+            text = pct(r.mean) + ("" if s == "all" else f" #{r.rank}")
+            if r.mean is not None and not r.complete:
+                text += f" ({r.n_shifts}/{r.n_total})"
+            vals.append(text)
+        t.add_row(str(row.rank), row.detector, *vals)
+    return t
+
+
+def _classifier(section: Section) -> Table:
+    t = Table(title="Classifier on each shifted set (%)", title_justify="left")
+    for name, just in (("shift", "left"), ("group", "left"), ("acc", "right"), ("ECE", "right"),
+                       ("attack success", "right")):
+        t.add_column(name, justify=just)  # type: ignore[arg-type]
+    t.add_row("clean (ID test)", "-", cell_text(section.clean["acc"]),
+              cell_text(section.clean["ece"]), "-")
+    for col in section.columns:
+        c = section.classifier[col.label]
+        t.add_row(col.label, col.group, cell_text(c["acc"]), cell_text(c["ece"]),
+                  cell_text(c["attack_success"]))
+    return t
+
+
+def _severity(section: Section, metric: str) -> list[Table]:
+    tables = []
+    for name, per_det in section.severity[metric].items():
+        sevs = [s for s, _ in next(iter(per_det.values()))]
+        t = Table(title=f"{METRIC_LABELS[metric]} (%) of {name} against severity",
+                  title_justify="left")
+        t.add_column("detector", style="bold")
+        for s in sevs:
+            t.add_column(f"s{s}", justify="right")
+        for det, pts in per_det.items():
+            t.add_row(det, *[cell_text(c) for _, c in pts])
+        tables.append(t)
+    return tables
+
+
+def renderables(board: Board, metric: str = "auroc") -> list[RenderableType]:
+    """The rich objects of the board, section by section."""
+    out: list[RenderableType] = []
+    for section in board.sections:
+        parts: list[RenderableType] = [
+            Text(section.title, style="bold underline"),
+            Text(f"seeds {', '.join(map(str, section.seeds))}; values: mean±std over seeds or "
+                 "mean [95 % bootstrap interval]", style="dim"),
+            _ranking(section, metric), _matrix(section, metric), _classifier(section),
+            *_severity(section, metric),
+        ]
+        parts += [Text(f"note: {n}", style="yellow") for n in section.notes]
+        out.append(Group(*parts))
+    return out
+
+
+def render(board: Board, metric: str = "auroc", console: Console | None = None,
+           width: int | None = None) -> str:
+    """Print the board to ``console`` (when given) and return it as plain text."""
+    items = renderables(board, metric)
+    if console is not None:
+        for item in items:
+            console.print(item)
+    width = width or (console.width if console is not None else 160)
+    buf = io.StringIO()
+    plain = Console(file=buf, width=width, color_system=None, force_terminal=False,
+                    no_color=True, highlight=False, soft_wrap=False)
+    for item in items:
+        plain.print(item)
+    return buf.getvalue()
