@@ -14,7 +14,10 @@ from sklearn.model_selection import train_test_split
 from torch import Tensor
 
 from bench.errors import BenchError
-from bench.registry import DATASETS, Component
+from bench.registry import DATASETS, Component, Spec, signature_params
+
+#: values of the ``proximity`` attribute (relative to the dataset's usual ID partner)
+PROXIMITIES = ("near", "far")
 
 
 @dataclass
@@ -68,15 +71,35 @@ class Dataset(Component):
     """A named data source. ``load(split, ctx)`` returns an :class:`ImageSet` (uint8, in memory).
 
     ID datasets (``is_id = True``) provide ``train`` and ``test`` splits with labels; OOD sets
-    provide ``test``. ``near_ood`` marks OOD sets semantically close to their usual ID partner.
+    provide ``test``. ``proximity`` marks OOD sets as "near" (semantically close to their usual ID
+    partner, e.g. CIFAR-100 for CIFAR-10) or "far", following OpenOOD v1.5 where it says.
     """
 
     is_id: ClassVar[bool] = False
     splits: ClassVar[tuple[str, ...]] = ("test",)
     proximity: ClassVar[str | None] = None  # "near" / "far" for the leaderboard, when known
+    #: constructor parameters left out of :meth:`display_name` (they do not change the data)
+    display_exclude: ClassVar[tuple[str, ...]] = ("proximity",)
+
+    def __init__(self) -> None:
+        """Datasets without parameters store nothing (subclasses store their keyword arguments)."""
 
     def load(self, split: str, ctx: LoadContext) -> ImageSet:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def check_split(self, split: str) -> None:
+        """BenchError unless ``split`` is one of :attr:`splits`."""
+        if split not in self.splits:
+            raise BenchError(f"dataset {self.display_name()!r} has no split {split!r} "
+                             f"(splits: {', '.join(self.splits)})")
+
+    def display_name(self) -> str:
+        """Short readable name for tables and ``ImageSet.name``: the spec without default params."""
+        defaults = signature_params(type(self))
+        params = {k: v for k, v in self.get_params().items()
+                  if k != "arg" and k not in self.display_exclude and v != defaults.get(k)}
+        arg = getattr(self, "arg", None) if self.takes_arg else None
+        return str(Spec(self.name, arg, params))
 
 
 def default_data_root() -> Path:
@@ -127,8 +150,41 @@ def resize_to(images: Tensor, shape: tuple[int, int, int]) -> Tensor:
                 xf[start:start + 2048], size=(h, w), mode="bilinear", align_corners=False,
                 antialias=True))
         xf = torch.cat(out) if out else xf.new_empty(0, c, h, w)
-    return xf.round_().clamp_(0, 255).to(torch.uint8)
+    # not in place: after a channel expand without resizing, xf is a view sharing memory
+    return torch.round(xf).clamp_(0, 255).to(torch.uint8)
+
+
+def check_proximity(value: str | None, where: str) -> str | None:
+    """Validate a user-given ``proximity=`` parameter ("near", "far" or None)."""
+    if value is not None and value not in PROXIMITIES:
+        raise BenchError(f"{where}: proximity must be near or far, got {value!r}: write "
+                         f"proximity=near or proximity=far")
+    return value
+
+
+def resolve_data_path(arg: str, ctx: LoadContext, where: str) -> Path:
+    """A user-given path: absolute as is; relative against the cwd first, then ``ctx.data_root``."""
+    p = Path(arg).expanduser()
+    tried = [p] if p.is_absolute() else [Path.cwd() / p, Path(ctx.data_root).expanduser() / p]
+    for cand in tried:
+        if cand.exists():
+            return cand
+    looked = " or ".join(str(c) for c in tried)
+    raise BenchError(f"{where}: {arg} not found (looked for {looked}); give an existing path, "
+                     f"absolute or relative to the current directory or to --data-root")
+
+
+def load_set(spec: str | Spec, split: str, ctx: LoadContext) -> tuple[Dataset, ImageSet]:
+    """Create the dataset named by ``spec`` from :data:`DATASETS` and load one non-empty split."""
+    ds = DATASETS.create(spec)
+    ds.check_split(split)
+    images = ds.load(split, ctx)
+    if len(images) == 0:
+        raise BenchError(f"dataset {str(spec)!r} split {split!r} is an empty set "
+                         f"(read from {images.source or 'nowhere'})")
+    return ds, images
 
 
 __all__ = ["Dataset", "DATASETS", "ImageSet", "LoadContext", "default_data_root", "bench_home",
-           "split_val_test", "resize_to"]
+           "split_val_test", "resize_to", "load_set", "resolve_data_path", "check_proximity",
+           "PROXIMITIES"]
