@@ -32,8 +32,8 @@ def check_md5(dataset: str, files: dict[Path, str], note: str = "") -> list[str]
     bad = [p.name for p, want in files.items() if md5sum(p) != want]
     if bad and dataset not in _WARNED:
         _WARNED.add(dataset)
-        log.warning("%s: %s in %s differ from the official files (md5)%s; using them as they are",
-                    dataset, ", ".join(bad), next(iter(files)).parent, note)
+        log.warning("%s: md5 of %s in %s does not match the official files%s; using them as "
+                    "they are", dataset, ", ".join(bad), next(iter(files)).parent, note)
     return bad
 
 
