@@ -56,7 +56,9 @@ def render(results_dir: Path | str, *, fmt: str = "terminal", metric: str = "aur
     if out is not None:
         out = Path(out)
         if out.is_dir():
-            raise BenchError(f"--out {out} is a folder; give a file name, e.g. {out / ('board.' + fmt)}")
+            ext = {"terminal": "txt"}.get(fmt, fmt)
+            raise BenchError(f"--out {out} is a folder; give a file name, e.g. "
+                             f"--out {out / f'board.{ext}'}")
         atomic_write_text(out, text)
     return text
 

@@ -1,8 +1,9 @@
 """The leaderboard's data: records in, a :class:`Board` out (no rendering here).
 
 RobustBench's leaderboard is a pure function of a folder of records (load, aggregate, render); so is
-ours. :func:`build` groups records by (dataset, model spec, weights sha256), one :class:`Section` per
-group, so results of different classifiers or datasets are never averaged together, and computes:
+ours. :func:`build` groups records by (dataset, model spec, weights sha256), one
+:class:`Section` per group, so results of different classifiers or datasets are never averaged
+together, and computes:
 
 * per metric a detector x shift matrix of :class:`Cell`; over several seeds a cell is
   ``mean +- std`` (sample std, ``ddof=1``: the seeds are a sample of the runs one could make); for a
@@ -10,7 +11,7 @@ group, so results of different classifiers or datasets are never averaged togeth
 * rankings of detectors by the mean of a metric over shifts (every shift weighs the same, seeds are
   averaged first), over all shifts and separately per ``shift.group`` (OOD sets, corruptions,
   attacks, the anomaly mix) and per ``shift.proximity`` of the OOD sets (near / far);
-* the classifier's ``acc``, ``ece`` and ``attack_success`` per shift, and its clean ``acc`` / ``ece``;
+* the classifier's ``acc``, ``ece`` and ``attack_success`` per shift, and its clean ``acc``/``ece``;
 * per shift name with several severities, each detector's metric against severity.
 
 Failed records (``status == "failed"``) are kept: their cells say so instead of silently vanishing.
@@ -101,7 +102,10 @@ class Column:
 
 @dataclass(frozen=True)
 class RankRow:
-    """A detector's place in one ranking: mean of per-shift means over ``n_shifts`` of ``n_total``."""
+    """A detector's place in a ranking: the mean of its per-shift means over ``n_shifts`` shifts.
+
+    ``n_total`` is the number of shifts in the scope; fewer means the detector lacks some.
+    """
 
     rank: int
     detector: str
@@ -247,7 +251,8 @@ def _scopes(columns: list[Column]) -> dict[str, list[Column]]:
         scopes[g] = [c for c in columns if c.group == g]
         if g == "ood":
             prox = sorted({c.proximity for c in scopes[g] if c.proximity},
-                          key=lambda p: (PROXIMITY_ORDER.index(p) if p in PROXIMITY_ORDER else 9, p))
+                          key=lambda p: (PROXIMITY_ORDER.index(p) if p in PROXIMITY_ORDER else 9,
+                                         p))
             for p in prox:
                 scopes[f"ood:{p}"] = [c for c in scopes[g] if c.proximity == p]
     return scopes
@@ -344,8 +349,9 @@ def _section(key: tuple[str, str, str | None], records: list[dict[str, Any]]) ->
         chosen: dict[int, Column] = {}
         for c in cols:
             if c.severity in chosen:
-                notes.append(f"severity curve of {name!r}: several specs at severity {c.severity} "
-                             f"({chosen[c.severity].label!r}, {c.label!r}); the curve uses the first")
+                notes.append(f"severity curve of {name!r}: several specs at severity "
+                             f"{c.severity} ({chosen[c.severity].label!r}, {c.label!r}); the "
+                             "curve uses the first")
                 continue
             chosen[c.severity] = c
         for m in METRICS:

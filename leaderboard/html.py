@@ -12,9 +12,9 @@ Heatmap colours map the absolute value in [0, 1] through matplotlib's RdYlGn (re
 lower-is-better metrics) so colours mean the same thing across boards. Plots are drawn with
 matplotlib's object API on an Agg canvas (no pyplot global state) and embedded as PNG data URIs:
 one small-multiples figure per detector (ROC curve and ID-vs-shift score histogram per shift), one
-severity figure for the chosen metric, and the stored example grids (``examples.shift_png`` per shift and
-severity, ``examples.detector_png``, e.g. the ``ae`` reconstructions). Output is deterministic for a
-given folder of records (no timestamps).
+severity figure for the chosen metric, and the stored example grids (``examples.shift_png`` per
+shift and severity, ``examples.detector_png``, e.g. the ``ae`` reconstructions). Output is
+deterministic for a given folder of records (no timestamps).
 """
 
 from __future__ import annotations
@@ -40,7 +40,8 @@ _DPI = 96
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:1.5em;color:#222;
  background:#fff;max-width:1600px}
-h1{font-size:1.5em}h2{font-size:1.25em;border-bottom:2px solid #ccc;padding-bottom:.2em;margin-top:2em}
+h1{font-size:1.5em}
+h2{font-size:1.25em;border-bottom:2px solid #ccc;padding-bottom:.2em;margin-top:2em}
 h3{font-size:1.05em;margin-top:1.4em}
 table{border-collapse:collapse;margin:.4em 0 1em;font-size:.85em}
 th,td{border:1px solid #ccc;padding:.25em .5em;text-align:right;white-space:nowrap}
@@ -49,7 +50,8 @@ table.sortable th[data-col]{cursor:pointer;user-select:none}
 table.sortable th.asc::after{content:" \\25B2"}table.sortable th.desc::after{content:" \\25BC"}
 td.best{font-weight:bold;outline:2px solid #222;outline-offset:-2px}
 .ci{font-size:.8em;opacity:.85}
-.controls{position:sticky;top:0;background:#fff;padding:.5em 0;border-bottom:1px solid #ddd;z-index:1}
+.controls{position:sticky;top:0;background:#fff;padding:.5em 0;border-bottom:1px solid #ddd;
+ z-index:1}
 [hidden]{display:none!important}
 .note{background:#fff6d6;border-left:4px solid #e0b000;padding:.3em .6em;margin:.3em 0}
 figure{margin:.5em 0 1em}figcaption{font-size:.85em;color:#555}
@@ -158,7 +160,7 @@ def _matrix(section: Section, idx: int, metric: str, selected: str) -> str:
     hidden = "" if metric == selected else " hidden"
     return (f'<div data-metric="{metric}"{hidden}><h3>{_e(METRIC_LABELS[metric])} (%), '
             f"{direction_text(metric)}</h3>"
-            f'<table class="matrix sortable" id="matrix-{idx}-{metric}" data-metric-table="{metric}">'
+            f'<table class="matrix sortable" id="matrix-{idx}-{metric}">'
             f"<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table></div>")
 
 

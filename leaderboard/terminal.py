@@ -67,8 +67,7 @@ def _severity(section: Section, metric: str) -> list[Table]:
     tables = []
     for name, per_det in section.severity[metric].items():
         sevs = [s for s, _ in next(iter(per_det.values()))]
-        t = Table(title=f"{METRIC_LABELS[metric]} (%) of {name} against severity",
-                  title_justify="left")
+        t = Table(title=f"{name}: {METRIC_LABELS[metric]} (%) by severity", title_justify="left")
         t.add_column("detector", style="bold")
         for s in sevs:
             t.add_column(f"s{s}", justify="right")
@@ -90,7 +89,7 @@ def renderables(board: Board, metric: str = "auroc") -> list[RenderableType]:
             *_severity(section, metric),
         ]
         parts += [Text(f"note: {n}", style="yellow") for n in section.notes]
-        out.append(Group(*parts))
+        out.append(Group(*parts, Text("")))
     return out
 
 

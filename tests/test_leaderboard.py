@@ -87,7 +87,8 @@ def make_record(detector: str, shift: tuple, seed: int, metrics: dict[str, float
     rec: dict[str, Any] = {
         "schema": SCHEMA, "schema_version": 1, "cell_id": f"{model}-{detector}-{spec}-{seed}",
         "status": status, "error": error, "created": f"2026-01-01T00:00:{seed:02d}",
-        "command": f"bench run --model {model} --detector {detector} --attack '{spec}' --seed {seed}",
+        "command": (f"bench run --model {model} --detector {detector} --attack '{spec}' "
+                    f"--seed {seed}"),
         "seed": seed,
         "dataset": {"name": "cifar10", "spec": "cifar10", "sha256": {"train": "t", "test": "u"},
                     "n_fit": 50000, "n_val": 1000, "n_test": 9000, "shape": [3, 32, 32]},
@@ -265,6 +266,31 @@ def test_failed_cell_is_shown_not_dropped(tmp_path):
     board = build(load_records(tmp_path, include_failed=True))
     assert board.n_failed == 1
     assert board.sections[0].cell("auroc", "energy", "svhn").failed == ("CUDA out of memory",)
+
+
+def test_detector_missing_shifts_ranks_after_complete_ones(tmp_path):
+    # msp is better on the one shift it has, but it lacks the other: not comparable, ranked last
+    write_record(make_record("msp", SHIFTS[0], 0, {"auroc": 0.99}, with_examples=False),
+                 tmp_path / "a.json")
+    for i, (shift, v) in enumerate(((SHIFTS[0], 0.6), (SHIFTS[1], 0.7))):
+        write_record(make_record("energy", shift, 0, {"auroc": v}, with_examples=False),
+                     tmp_path / f"e{i}.json")
+    rows = build(load_records(tmp_path)).sections[0].rankings["auroc"]["all"]
+    assert [(r.detector, r.n_shifts, r.n_total, r.complete) for r in rows] == [
+        ("energy", 2, 2, True), ("msp", 1, 2, False)]
+    assert rows[0].mean == pytest.approx(0.65) and rows[1].mean == pytest.approx(0.99)
+    assert "[1/2 shifts]" in render(tmp_path, fmt="md")
+
+
+def test_duplicate_records_keep_the_newest_and_say_so(tmp_path):
+    old = make_record("msp", SHIFTS[1], 0, {"auroc": 0.6}, with_examples=False)
+    new = make_record("msp", SHIFTS[1], 0, {"auroc": 0.8}, with_examples=False)
+    old["created"], new["created"] = "2026-01-01T00:00:00", "2026-02-01T00:00:00"
+    write_record(new, tmp_path / "a" / "r.json")
+    write_record(old, tmp_path / "b" / "r.json")
+    section = build(load_records(tmp_path)).sections[0]
+    assert section.cell("auroc", "msp", "svhn").values == (0.8,)
+    assert any("duplicate" in n for n in section.notes)
 
 
 # --------------------------------------------------------------------------------------------
