@@ -352,23 +352,8 @@ def classifier_metrics(logits: ArrayLike, labels: ArrayLike | None) -> dict[str,
     return {"acc": float(correct.mean()), "ece": ece(conf.numpy(), correct)}
 
 
-def attack_success(clean_logits: ArrayLike, adv_logits: ArrayLike, labels: ArrayLike) -> float | None:
-    """Fraction of correctly classified clean images whose attacked version is misclassified.
-
-    (N, K) logits of the clean and attacked images in the same order, (N,) true labels.
-    None when no clean image is classified correctly (the rate is undefined).
-    """
-    y = torch.as_tensor(labels).reshape(-1).long().cpu()
-    clean = torch.as_tensor(clean_logits).to("cpu", torch.float64).argmax(1) == y
-    adv = torch.as_tensor(adv_logits).to("cpu", torch.float64).argmax(1) == y
-    n = int(clean.sum())
-    if n == 0:
-        return None
-    return float((clean & ~adv).sum()) / n
-
-
 __all__ = [
     "as_scores", "auroc", "aupr_in", "aupr_out", "aupr_in_trapz", "aupr_out_trapz", "fpr95",
     "fpr95_oodpos", "threshold95", "detect95", "id_accept95", "detector_metrics", "roc_points",
-    "bootstrap_ci", "ece", "classifier_metrics", "attack_success", "PAIR_METRICS", "VECTORISED",
+    "bootstrap_ci", "ece", "classifier_metrics", "PAIR_METRICS", "VECTORISED",
 ]
