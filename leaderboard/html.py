@@ -392,7 +392,7 @@ def _gallery(section: Section) -> str:
                     shift_done = True
                 else:
                     dets_done.add(det)
-    if not items:
+    if not items and not bad:
         return ""
     figs = "".join(f'<figure><img src="{uri}" alt="{_e(cap)}"><figcaption>{_e(cap)}'
                    "</figcaption></figure>" for cap, uri in items)

@@ -378,6 +378,16 @@ def test_html_single_self_contained_file(board_dir, tmp_path):
     assert len(text) < 3_000_000
 
 
+def test_html_without_plots_and_with_a_broken_example(tmp_path):
+    rec = make_record("msp", SHIFTS[1], 0, {"auroc": 0.7}, with_examples=False)
+    rec["plots"] = None
+    rec["examples"] = {"shift_png": "bm90IGEgcG5n", "detector_png": None}  # "not a png"
+    write_record(rec, tmp_path / "r.json")
+    text = render(tmp_path, fmt="html")
+    assert "data:image" not in text
+    assert "1 stored example image(s) were not valid base64 PNG" in text
+
+
 def test_terminal_prints_and_returns_text(board_dir):
     root, values = board_dir
     console = Console(file=io.StringIO(), width=200, color_system=None)
