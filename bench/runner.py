@@ -324,8 +324,16 @@ class Runner:
             found.append("mnist")
         if (root / "test_32x32.mat").is_file() or (root / "svhn" / "test_32x32.mat").is_file():
             found.append("svhn")
+        if (root / "cifar-100-python" / "test").is_file() and self.cfg.dataset != "cifar100":
+            found.append("cifar100")
         for p in sorted((root / "ood").glob("*.npz")) if (root / "ood").is_dir() else []:
-            found.append(f"npz:{p}")
+            # sets that carry CIFAR-10 class flags are scored without those classes (as OpenOOD)
+            with np.load(p) as z:
+                overlap = "cifar10_overlap" in z.files
+            if overlap and parse_spec(self.cfg.dataset).name == "cifar10":
+                found.append(f"npz:{p}(exclude=cifar10_overlap)")
+            else:
+                found.append(f"npz:{p}")
         return found
 
     # -- views --------------------------------------------------------------------------------
@@ -536,7 +544,7 @@ def run(cfg: RunConfig, console: Any = None,
                 si, so, sv = s_in.numpy(), s_out.numpy(), s_val.numpy()
                 rec["metrics"] = detector_metrics(si, so, sv)
                 rec["metrics_ci"] = {m: list(bootstrap_ci(si, so, m, n_boot=N_BOOT, seed=seed))
-                                     for m in ("auroc", "aupr_in", "aupr_out", "fpr95")}
+                                     for m in ("auroc", "aupr_in", "aupr_out", "fpr95", "fpr95_oodpos")}
                 rec["n_in"], rec["n_out"] = int(len(si)), int(len(so))
                 fpr, tpr = roc_points(si, so)
                 rec["plots"] = {"scores_in": _sample(si, g), "scores_out": _sample(so, g),
