@@ -20,6 +20,8 @@ shift              {name, spec, params, group, severity, proximity, sha256, dist
 n_in, n_out        number of ID test images and shifted images scored
 metrics            {auroc, aupr_in, aupr_out, fpr95, fpr95_oodpos, detect95, id_accept95,
                     aupr_in_trapz, aupr_out_trapz}
+metrics_ci         {metric: [lo, hi]}: bootstrap 95 % interval over images (auroc, aupr_in,
+                   aupr_out, fpr95, fpr95_oodpos), resampling ID and shifted scores separately
 classifier         the classifier on the shifted set: {acc, ece, attack_success} (null for OOD)
 plots              {scores_in, scores_out (<= 1000 each, subsampled with the seed),
                     roc_fpr, roc_tpr (<= 200 points)}
