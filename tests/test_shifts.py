@@ -563,6 +563,8 @@ def test_cuda_matches_cpu(model):
         b = run(make(name), x.to(dev), y.to(dev), mgpu, seed=40)
         assert b.device.type == "cuda"
         torch.testing.assert_close(b.cpu(), a, atol=1e-6, rtol=0)
+    conv = getattr(torch.backends.cudnn, "conv", None)
+    before = conv.fp32_precision if conv is not None else torch.backends.cudnn.allow_tf32
     for name in ("fgsm", "pgd", "mix"):
         a = run(make(name), x, y, model, seed=41)
         b = run(make(name), x.to(dev), y.to(dev), mgpu, seed=41)
@@ -570,3 +572,8 @@ def test_cuda_matches_cpu(model):
         # a sign(grad) may flip where the gradient is ~0: allow a few values to differ
         diff = (b.cpu() - a).abs()
         assert (diff > 1e-5).double().mean() < 0.01
+    after = conv.fp32_precision if conv is not None else torch.backends.cudnn.allow_tf32
+    assert after == before  # the TF32 switch of the attacks is put back
+    a = run(PGD(eps=8 / 255, batch_size=5), x.to(dev), y.to(dev), mgpu, seed=42)
+    b = run(PGD(eps=8 / 255, batch_size=64), x.to(dev), y.to(dev), mgpu, seed=42)
+    assert ((a - b).abs() > 1e-5).double().mean() < 0.01
