@@ -299,9 +299,8 @@ class Runner:
             registry.get(spec.name)  # unknown names fail here, with suggestions
             for s in expand(spec):
                 cls = registry.get(s.name)
-                if (severities and "severity" not in s.params
-                        and getattr(cls, "severity_param", None)
-                        and getattr(cls, "severity_param") not in s.params):
+                if (severities and "severity" in cls.param_names() and "severity" not in s.params
+                        and not set(getattr(cls, "severity_keys", lambda: ())()) & set(s.params)):
                     out.extend(str(Spec(s.name, s.arg, {**s.params, "severity": v})) for v in severities)
                 else:
                     out.append(str(s))
