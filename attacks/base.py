@@ -84,6 +84,8 @@ class Shift(Component):
         error), so ``gaussian_noise(severity=3)`` and ``gaussian_noise(sigma=0.2)`` round-trip.
         """
         params = {k: v for k, v in self.get_params().items() if k != "arg"}
+        params = {k: v for k, v in params.items()
+                  if k in self.changed_params() or k == "severity" or k in self.severity_keys()}
         if params.get("severity") is not None:
             params = {k: v for k, v in params.items() if k not in self.severity_keys()}
         elif "severity" in params:

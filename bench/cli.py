@@ -28,10 +28,13 @@ app = typer.Typer(
     no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]})
 
-out = Console()
+# piped or captured output gets a wide table instead of rich's 80-column default
+out = Console(width=None if sys.stdout.isatty() else int(os.environ.get("COLUMNS", "160")))
 err = Console(stderr=True)
 
 PCT_METRICS = ("auroc", "aupr_in", "aupr_out", "fpr95", "detect95")
+HEADERS = {"auroc": "AUROC", "aupr_in": "AUPRin", "aupr_out": "AUPRout", "fpr95": "FPR95",
+           "detect95": "Det95"}
 
 
 def _progress():
@@ -125,7 +128,7 @@ def run(
     with _progress() as prog, progress.use(prog):
         summary = run_matrix(cfg, console=err)
     if as_json:
-        for rec in summary.records:
+        for rec in summary.previous + summary.records:
             sys.stdout.write(json.dumps(_strip(rec)) + "\n")
     else:
         _print_table(summary)
@@ -147,19 +150,21 @@ def _strip(rec: dict) -> dict:
 
 
 def _print_table(summary) -> None:
-    ok = [r for r in summary.records if r["status"] == "ok"]
+    ok = [r for r in summary.previous + summary.records if r["status"] == "ok"]
     if not ok:
         return
-    t = Table(title=f"shiftbench results ({summary.out_dir})", title_justify="left")
-    for col in ("detector", "shift", "seed"):
-        t.add_column(col)
+    t = Table(title=f"shiftbench results, % ({summary.out_dir})", title_justify="left")
+    t.add_column("detector", overflow="fold")
+    t.add_column("shift", overflow="fold")
+    t.add_column("seed", justify="right")
     for m in PCT_METRICS:
-        t.add_column(m.upper() if m != "aupr_in" else "AUPR-in", justify="right")
-    t.add_column("acc", justify="right")
-    t.add_column("ECE", justify="right")
+        t.add_column(HEADERS[m], justify="right", no_wrap=True)
+    t.add_column("acc", justify="right", no_wrap=True)
+    t.add_column("ECE", justify="right", no_wrap=True)
     for r in ok:
         m, c = r["metrics"], r.get("classifier") or {}
-        t.add_row(r["detector"]["spec"], r["shift"]["spec"], str(r["seed"]),
+        t.add_row(r["detector"]["spec"], r["shift"]["name"] if r["shift"]["group"] == "ood"
+                  else r["shift"]["spec"], str(r["seed"]),
                   *[_pct(m.get(k)) for k in PCT_METRICS], _pct(c.get("acc")), _pct(c.get("ece")))
     out.print(t)
 

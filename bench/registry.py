@@ -200,9 +200,16 @@ class Component:
     def get_params(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.param_names() if hasattr(self, k)}
 
+    def changed_params(self) -> dict[str, Any]:
+        """Parameters whose value differs from the constructor default (for short labels)."""
+        defaults = signature_params(type(self))
+        return {k: v for k, v in self.get_params().items()
+                if k != "arg" and (k not in defaults or defaults[k] != v)}
+
     def spec(self) -> str:
-        params = {k: v for k, v in self.get_params().items() if k != "arg"}
-        return str(Spec(self.name, getattr(self, "arg", None) if self.takes_arg else None, params))
+        """``name(k=v, ...)`` with the non-default parameters; records also keep all of them."""
+        return str(Spec(self.name, getattr(self, "arg", None) if self.takes_arg else None,
+                        self.changed_params()))
 
 
 @dataclass

@@ -80,6 +80,8 @@ class RunSummary:
     records: list[dict[str, Any]]
     paths: list[Path]
     skipped: int
+    #: records of cells that were already done (resume), read back from disk
+    previous: list[dict[str, Any]]
     failed: list[dict[str, Any]]
     clean: dict[str, Any]
     wall_s: float
@@ -452,6 +454,7 @@ def run(cfg: RunConfig, console: Any = None,
     records: list[dict[str, Any]] = []
     paths: list[Path] = []
     failed: list[dict[str, Any]] = []
+    previous: list[dict[str, Any]] = []
     skipped = 0
     fitted: dict[tuple[str, int], tuple[Any, float, Tensor | None, str | None]] = {}
 
@@ -477,7 +480,8 @@ def run(cfg: RunConfig, console: Any = None,
         cell_id = cache.config_hash({
             "schema_version": SCHEMA_VERSION, "dataset": dataset_meta["sha256"],
             "dataset_spec": cfg.dataset, "model": r.model_key,
-            "detector": det_meta["spec"], "shift": shift_meta["spec"],
+            "detector": det_meta["spec"], "detector_params": det_meta["params"],
+            "shift": shift_meta["spec"], "shift_params": shift_meta["params"],
             "shift_sha256": shift_meta.get("sha256"), "seed": seed})
         return {"schema": SCHEMA, "schema_version": SCHEMA_VERSION, "cell_id": cell_id,
                 "status": "ok", "error": None,
@@ -502,6 +506,10 @@ def run(cfg: RunConfig, console: Any = None,
             return False
         return old.get("cell_id") == rec["cell_id"] and old.get("status") == "ok"
 
+    def keep_previous(rec: dict[str, Any]) -> None:
+        from bench.results import read_record
+        previous.append(read_record(record_path(rec)))
+
     def finish(rec: dict[str, Any]) -> None:
         p = record_path(rec)
         write_record(rec, p)
@@ -522,6 +530,7 @@ def run(cfg: RunConfig, console: Any = None,
                                 shift_meta, seed)
             if already_done(probe):
                 skipped += 1
+                keep_previous(probe)
                 continue
             det, fit_s, scores, err = get_detector(det_spec, seed)
             rec = cell_record(det_spec, det, shift_meta, seed) if det is not None else probe
@@ -566,8 +575,13 @@ def run(cfg: RunConfig, console: Any = None,
     def all_done(shift_meta: dict[str, Any], seed: int) -> bool:
         if cfg.force:
             return False
-        return all(already_done(cell_record(d, DETECTORS.create(d, device=str(r.device)),
-                                            shift_meta, seed)) for d in r.detector_specs)
+        probes = [cell_record(d, DETECTORS.create(d, device=str(r.device)), shift_meta, seed)
+                  for d in r.detector_specs]
+        if not all(already_done(p) for p in probes):
+            return False
+        for p in probes:
+            keep_previous(p)
+        return True
 
     n_units = len(cfg.seeds) * (len(r.shift_specs) + len(r.ood_specs))
     with progress.task("cells", n_units) as overall:
@@ -624,7 +638,8 @@ def run(cfg: RunConfig, console: Any = None,
                     _fail_all(r, ood_meta, seed, f"{type(exc).__name__}: {exc}", cell_record, finish)
                 overall.advance(1)
 
-    return RunSummary(records=records, paths=paths, skipped=skipped, failed=failed,
+    return RunSummary(records=records, paths=paths, skipped=skipped, previous=previous,
+                      failed=failed,
                       clean={**clean, "n": len(test_v)}, wall_s=time.perf_counter() - r.t0,
                       out_dir=out_dir)
 
