@@ -320,3 +320,32 @@ def test_example_package_own_tests_pass(example_site, tmp_path):
                            "--rootdir", str(tmp_path), str(tests)],
                           capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:]
+
+
+def test_the_plugin_file_in_the_docs_loads_and_works(tmp_path, registries):
+    """docs/plugins.md's complete example file, as printed there (guards against doc drift)."""
+    import re
+
+    text = (REPO / "docs" / "plugins.md").read_text()
+    code = re.findall(r"```python\n(.*?)```", text, re.S)[0]
+    path = tmp_path / "my_plugin.py"
+    path.write_text(code)
+    assert load_plugin_file(path) == ["shift:speckle_noise", "shift:fgsm_ll",
+                                      "detector:max_logit", "dataset:my_ood", "model:mlp"]
+    x = torch.rand(4, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    y = torch.arange(4) % 3
+    speckle = SHIFTS.create("speckle_noise(severity=5)")
+    assert speckle.sigma == 0.2
+    out = speckle(x, y, generator=torch.Generator().manual_seed(1))
+    assert out.shape == x.shape and not torch.equal(out, x)
+
+    from bench.models import Classifier
+
+    net = MODELS.create("mlp(hidden=5)").build(3, 3, 8)
+    model = Classifier(net, mean=[0.0] * 3, std=[1.0] * 3, num_classes=3).eval()
+    adv = SHIFTS.create("fgsm_ll(eps=0.03)")(x, y, model=model,
+                                              generator=torch.Generator().manual_seed(0))
+    assert float((adv - x).abs().max()) <= 0.03 + 1e-6
+    z = torch.tensor([[1.0, 5.0, 2.0]], dtype=torch.float64)
+    det = DETECTORS.create("max_logit(t=2)").fit(Views("fit"), Views("val"))
+    assert det.score(Views("t", logits=z)).tolist() == [2.5]
