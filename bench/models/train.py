@@ -19,7 +19,7 @@ import json
 import math
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 import torch
@@ -32,6 +32,9 @@ from bench.models import CHECKPOINT_FORMAT, Architecture, Classifier, resolve_no
 from bench.registry import MODELS, parse_spec
 from bench.results import atomic_write_bytes
 from bench.views import to_float01
+
+if TYPE_CHECKING:
+    from bench.datasets.base import ImageSet
 
 Progress = Callable[[int, int, float], None]
 
@@ -164,11 +167,15 @@ def holdout_split(labels: Tensor | np.ndarray, holdout: float, seed: int
     idx = np.arange(len(y))
     if holdout <= 0:
         return idx, idx[:0]
-    tr, ho = train_test_split(idx, test_size=holdout, stratify=y, random_state=seed)
+    try:
+        tr, ho = train_test_split(idx, test_size=holdout, stratify=y, random_state=seed)
+    except ValueError as exc:  # e.g. a class with one image cannot be split
+        raise BenchError(f"cannot hold out a stratified {holdout} of the training split: {exc}"
+                         ) from None
     return np.sort(tr), np.sort(ho)
 
 
-def train_classifier(arch_spec: str, train_set: Any, *, num_classes: int | None = None,
+def train_classifier(arch_spec: str, train_set: "ImageSet", *, num_classes: int | None = None,
                      epochs: int = 30, batch_size: int = 128, lr: float = 0.1,
                      device: str | torch.device | None = None, seed: int = 0,
                      holdout: float = 0.0, progress: Progress | None = None,
@@ -248,7 +255,7 @@ def first_use_key(arch: Architecture, *, num_classes: int, in_channels: int, ima
 
 
 def train_on_first_use(arch: Architecture, *, num_classes: int, in_channels: int,
-                       image_size: int, train_set: Any, norm: str, mean: tuple[float, ...],
+                       image_size: int, train_set: "ImageSet", norm: str, mean: tuple[float, ...],
                        std: tuple[float, ...], seed: int) -> tuple[Path, str]:
     """Path of the cached trained net (training it now if needed) and ``"trained"``/``"cache"``.
 
