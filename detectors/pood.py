@@ -157,6 +157,9 @@ class Pood(Detector):
                 settable = [n for n in accepted if n not in _INJECTED]
                 raise BenchError(f"pood:{arg} has no parameter {k!r} "
                                  f"(parameters: {', '.join(settable) or 'none'})")
+            if k in sig.parameters and "Callable" in str(sig.parameters[k].annotation):
+                raise BenchError(f"pood:{arg}: {k} takes a Python function, which a spec cannot "
+                                 f"give; drop {k}= (or wrap the detector in a plugin file)")
         self._inject = [n for n in accepted if n in _INJECTED]
         missing = [n for n in accepted if n not in _INJECTED and n not in params
                    and sig.parameters[n].default is inspect.Parameter.empty]

@@ -286,6 +286,7 @@ def test_pood_vim_takes_the_heads_weights(model):
     ("pood:ViM(d=2, w=1)", r"w is filled in from the classifier"),
     ("pood:KNN(kk=3)", None),  # KNN takes **knn_kwargs: sklearn rejects kk at fit time
     ("pood:MaxSoftmax(temp=2)", r"no parameter 'temp' \(parameters: t\)"),
+    ("pood:ReAct(detector=energy)", r"detector takes a Python function"),
 ])
 def test_pood_user_mistakes(spec, expected):
     if expected is None:
