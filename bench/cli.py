@@ -255,9 +255,7 @@ def train(
 
     Example: bench train --model resnet20 --dataset cifar10 --data-root DIR --out r20.pt
     """
-    import torch
-
-    from bench import cache, progress
+    from bench import progress
     from bench.datasets.base import LoadContext, load_set
     from bench.models.train import train_classifier
     from bench.runner import Runner, RunConfig, resolve_device
@@ -271,14 +269,11 @@ def train(
         clf, info = train_classifier(model, train_set, num_classes=num_classes, epochs=epochs,
                                      batch_size=batch_size, lr=lr, device=dev, seed=seed,
                                      holdout=holdout)
-    import io
+    from bench.models.train import save_checkpoint
 
-    buf = io.BytesIO()
-    torch.save({"state_dict": clf.net.state_dict(), "info": info}, buf)
-    from bench.results import atomic_write_bytes
-
-    atomic_write_bytes(out_file, buf.getvalue())
-    err.print(f"checkpoint written to {out_file} (sha256 {cache.file_sha256(out_file)[:12]}); "
+    sha = save_checkpoint(clf, out_file, info=info)
+    err.print(f"checkpoint written to {out_file} (sha256 {sha[:12]}); use it with "
+              f"--weights {out_file}; "
               f"{json.dumps({k: v for k, v in info.items() if isinstance(v, (int, float, str))})}")
 
 
@@ -286,7 +281,9 @@ def main(argv: list[str] | None = None) -> int:
     """Console entry point: BenchError -> one line on stderr, exit 2."""
     logging.basicConfig(level=logging.WARNING, format="bench: %(levelname)s: %(message)s")
     try:
-        app(args=argv, prog_name="bench", standalone_mode=False)
+        rc = app(args=argv, prog_name="bench", standalone_mode=False)
+        if isinstance(rc, int):  # typer.Exit(n) comes back as a return value here
+            return rc
     except BenchError as exc:
         sys.stderr.write(f"bench: error: {exc}\n")
         return 2

@@ -347,8 +347,9 @@ class Registry(Generic[T]):
                 valid = ", ".join(a for a in allowed if a != "arg") or "none"
                 raise BenchError(f"{self.kind} {spec.name!r} has no parameter {bad[0]!r} "
                                  f"(parameters: {valid})")
-        kwargs = {**{k: v for k, v in context.items() if allowed is None or k in allowed
-                     or _has_var_kw(cls)}, **spec.params}
+        # context (device, data_root) goes only to constructors that name it
+        kwargs = {**{k: v for k, v in context.items() if allowed is not None and k in allowed},
+                  **spec.params}
         try:
             return cls(spec.arg, **kwargs) if takes_arg else cls(**kwargs)
         except BenchError:

@@ -424,8 +424,8 @@ def run(cfg: RunConfig, console: Any = None,
     out_dir = Path(cfg.out) / slug(
         f"{cfg.dataset}__{r.model_key['spec']}__{(r.model_key['weights_sha256'] or 'none')[:8]}", 100)
     dets_need = set()
-    for s in r.detector_specs:
-        dets_need |= set(getattr(DETECTORS.get(parse_spec(s).name), "needs", ()))
+    for s in r.detector_specs:  # instance needs: adapters declare them per wrapped detector
+        dets_need |= set(getattr(DETECTORS.create(s, device=str(r.device)), "needs", ()))
     keep_images = "images" in dets_need
 
     # ID views: fit = train split, val/test from the test split (METHODS.md §1)

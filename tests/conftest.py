@@ -9,6 +9,14 @@ from pathlib import Path
 
 import pytest
 
+# Two cores, two xdist workers: one torch thread each (more threads only fight over the cores),
+# also in the `bench` subprocesses the tests start.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
+import torch  # noqa: E402
+
+torch.set_num_threads(1)
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("SHIFTBENCH_SHARED_DATA", REPO.parent / "shared" / "data"))
 

@@ -44,6 +44,7 @@ def test_views_are_computed_once_per_set(tmp_path, monkeypatch):
     """D detectors x S shifts cost S forward passes of shifted sets, not D x S."""
     import bench.runner as runner_mod
 
+    monkeypatch.setenv("BENCH_HOME", str(tmp_path / "home"))  # no cached views from other tests
     calls = []
     orig = runner_mod.compute_views
 
