@@ -53,6 +53,13 @@ class PGD(Shift):
             raise BenchError(f"{self.name}: random_start must be True or False, "
                              f"got {self.random_start!r}")
 
+    def changed_params(self) -> dict:
+        """alpha = eps/4 is the default rule, not a choice: the short spec leaves it out."""
+        params = super().changed_params()
+        if params.get("alpha") == self.eps / 4:
+            del params["alpha"]
+        return params
+
     def apply(self, x: Tensor, y: Tensor, *, model: nn.Module | None,
               generator: torch.Generator) -> Tensor:
         assert model is not None  # __call__ checked it

@@ -277,19 +277,24 @@ def train(
               f"{json.dumps({k: v for k, v in info.items() if isinstance(v, (int, float, str))})}")
 
 
+INTERRUPTED = ("bench: interrupted; finished cells are saved, run the same command again to "
+               "complete the rest\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console entry point: BenchError -> one line on stderr, exit 2."""
     logging.basicConfig(level=logging.WARNING, format="bench: %(levelname)s: %(message)s")
     try:
         rc = app(args=argv, prog_name="bench", standalone_mode=False)
         if isinstance(rc, int):  # typer.Exit(n) comes back as a return value here
+            if rc == 130:  # typer turns KeyboardInterrupt into Exit(130)
+                sys.stderr.write(INTERRUPTED)
             return rc
     except BenchError as exc:
         sys.stderr.write(f"bench: error: {exc}\n")
         return 2
     except KeyboardInterrupt:
-        sys.stderr.write("bench: interrupted; finished cells are saved, run the same command "
-                         "again to complete the rest\n")
+        sys.stderr.write(INTERRUPTED)
         return 130
     except typer.Exit as exc:
         return exc.exit_code
@@ -301,8 +306,8 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(exc, click.exceptions.ClickException):
             exc.show(file=sys.stderr)
             return 2
-        if isinstance(exc, click.exceptions.Abort):
-            sys.stderr.write("bench: aborted\n")
+        if isinstance(exc, click.exceptions.Abort):  # click's wrapping of KeyboardInterrupt
+            sys.stderr.write(INTERRUPTED)
             return 130
         raise
     return 0

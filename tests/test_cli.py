@@ -173,3 +173,31 @@ def test_failing_plugin_cell_is_recorded_and_exit_1(tmp_path):
 def test_main_returns_2_in_process(capsys):
     assert main(["run", "--detector", "nope"]) == 2
     assert "unknown detector 'nope'" in capsys.readouterr().err
+
+
+def test_ctrl_c_then_rerun_completes_only_missing_cells(tmp_path):
+    """SIGINT mid-run leaves only whole records; the same command then does the rest."""
+    import signal
+    import time
+
+    out = tmp_path / "r"
+    args = [*BENCH, "run", "--detector", "msp,energy", "--attack",
+            "gaussian_noise,contrast,brightness,salt_pepper,pixel_dropout,fgsm,pgd,mix",
+            "--seeds", "0,1,2", "--out", str(out)]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and len(list(out.rglob("*.json"))) < 4:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    done = sorted(out.rglob("*.json"))
+    assert proc.returncode == 130, stderr
+    assert "interrupted" in stderr
+    assert 4 <= len(done) < 48, len(done)
+    assert not [p for p in out.rglob("*") if p.is_file() and p.suffix != ".json"]  # no temp files
+    for p in done:
+        json.loads(p.read_text())  # every file on disk is a whole record
+    res = subprocess.run(args, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr
+    assert f"{48 - len(done)} record(s) written" in res.stderr.replace("\n", " ")
+    assert f"{len(done)} cell(s) already done" in res.stderr.replace("\n", " ")
