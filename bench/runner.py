@@ -338,19 +338,25 @@ class Runner:
         return found
 
     # -- views --------------------------------------------------------------------------------
-    def views(self, images: Tensor, *, name: str, labels: Tensor | None, key: dict[str, Any],
-              keep_images: bool, index: Tensor | None = None) -> Views:
-        """Logits/features of ``images`` from the view cache, or one forward pass (then cached)."""
-        full_key = cache.config_hash({"model": self.model_key, "data": key})
-        path = cache.cache_dir("views") / f"{slug(name, 40)}-{full_key[:24]}.pt"
-        stored = cache.load(path, full_key)
+    def views(self, images: Tensor, *, name: str, labels: Tensor | None,
+              key: dict[str, Any] | None, keep_images: bool, index: Tensor | None = None) -> Views:
+        """Logits/features of ``images``: one forward pass, or the view cache when ``key`` names
+        the images by content (clean and OOD sets; shifted sets are computed fresh so that a
+        changed shift can never meet stale features)."""
+        path = full_key = None
+        stored = None
+        if key is not None:
+            full_key = cache.config_hash({"model": self.model_key, "data": key})
+            path = cache.cache_dir("views") / f"{slug(name, 40)}-{full_key[:24]}.pt"
+            stored = cache.load(path, full_key)
         if stored is not None and stored["logits"].shape[0] == images.shape[0]:
             v = Views(name=name, logits=stored["logits"], features=stored["features"])
         else:
             with progress.task(f"features: {name}", images.shape[0]) as t:
                 v = compute_views(self.model, images, name=name, batch_size=self.cfg.batch_size,
                                   device=self.device, progress=t.advance)
-            cache.store(path, full_key, {"logits": v.logits, "features": v.features})
+            if path is not None:
+                cache.store(path, full_key, {"logits": v.logits, "features": v.features})
         v.labels = labels
         v.images = images if keep_images else None
         v.model = self.model
@@ -583,59 +589,54 @@ def run(cfg: RunConfig, console: Any = None,
             keep_previous(p)
         return True
 
+    def guarded(meta: dict[str, Any], seed: int, work: Callable[[], None]) -> None:
+        """Run one shift's cells; a failure fails its cells (recorded), never the run."""
+        try:
+            work()
+        except BenchError as exc:
+            _fail_all(r, meta, seed, str(exc), cell_record, finish)
+        except Exception as exc:
+            log.debug("%s failed", meta["spec"], exc_info=True)
+            _fail_all(r, meta, seed, f"{type(exc).__name__}: {exc}", cell_record, finish)
+
+    def shift_cells(spec: str, meta: dict[str, Any], seed: int) -> None:
+        shift, xs, y, shift_s = r.make_shift(spec, seed)
+        sv = r.views(xs, name=f"{spec}-seed{seed}", labels=y, key=None,
+                     keep_images=keep_images, index=r.test_idx)
+        cls = classifier_metrics(sv.logits, y)
+        pred = sv.logits.argmax(1)
+        cls["attack_success"] = (attack_success(y, clean_pred, pred)
+                                 if getattr(shift, "needs_model", False) else None)
+        keep = ((clean_pred == y) & (pred != y)) if getattr(shift, "successful_only", False) else None
+        score_cells(meta, seed, sv, xs, cls, {"views": t_views, "shift": shift_s}, keep)
+
+    def ood_cells(meta: dict[str, Any], imgs: Tensor, load_s: float, seed: int) -> None:
+        ov = r.views(imgs, name=f"ood-{slug(meta['name'], 30)}", labels=None,
+                     key={"ood": meta["sha256"]}, keep_images=keep_images)
+        cls = {"acc": None, "ece": None, "attack_success": None}
+        score_cells(meta, seed, ov, imgs, cls, {"views": t_views, "shift": load_s}, None)
+
     n_units = len(cfg.seeds) * (len(r.shift_specs) + len(r.ood_specs))
     with progress.task("cells", n_units) as overall:
         for seed in cfg.seeds:
             # corruption and attack shifts of the ID test set
             for spec in r.shift_specs:
                 shift = SHIFTS.create(spec, data_root=r.data_root)
-                shift_meta = {**_meta(shift, SHIFTS), "group": getattr(shift, "group", "corruption"),
-                              "severity": getattr(shift, "severity", None), "proximity": None,
-                              "sha256": None}
-                if all_done(shift_meta, seed):
+                meta = {**_meta(shift, SHIFTS), "group": getattr(shift, "group", "corruption"),
+                        "severity": getattr(shift, "severity", None), "proximity": None,
+                        "sha256": None}
+                if all_done(meta, seed):
                     skipped += len(r.detector_specs)
-                    overall.advance(1)
-                    continue
-                try:
-                    shift, xs, y, shift_s = r.make_shift(spec, seed)
-                    xs_u8 = xs
-                    sv = r.views(xs_u8, name=f"{spec}-seed{seed}", labels=y,
-                                 key={"shift": shift.spec(), "seed": seed, "test": r.data_sha["test"],
-                                      "class": f"{type(shift).__module__}.{type(shift).__qualname__}"},
-                                 keep_images=keep_images, index=r.test_idx)
-                    cls = classifier_metrics(sv.logits, y)
-                    adv_pred = sv.logits.argmax(1)
-                    cls["attack_success"] = (attack_success(y, clean_pred, adv_pred)
-                                             if getattr(shift, "needs_model", False) else None)
-                    keep = None
-                    if getattr(shift, "successful_only", False):
-                        keep = (clean_pred == y) & (adv_pred != y)
-                    score_cells(shift_meta, seed, sv, xs, cls,
-                                {"views": t_views, "shift": shift_s}, keep)
-                except BenchError as exc:
-                    _fail_all(r, shift_meta, seed, str(exc), cell_record, finish)
-                except Exception as exc:
-                    log.debug("shift failed", exc_info=True)
-                    _fail_all(r, shift_meta, seed, f"{type(exc).__name__}: {exc}", cell_record, finish)
+                else:
+                    guarded(meta, seed, lambda: shift_cells(spec, meta, seed))
                 overall.advance(1)
             # OOD sets: every image scored, resized to the ID format (METHODS.md §1)
             for spec in r.ood_specs:
-                ood_meta, imgs, load_s = r.ood_set(spec, seed, len(test_v))
-                if all_done(ood_meta, seed):
+                meta, imgs, load_s = r.ood_set(spec, seed, len(test_v))
+                if all_done(meta, seed):
                     skipped += len(r.detector_specs)
-                    overall.advance(1)
-                    continue
-                try:
-                    ov = r.views(imgs, name=f"ood-{slug(ood_meta['name'], 30)}", labels=None,
-                                 key={"ood": ood_meta["sha256"]}, keep_images=keep_images)
-                    cls = {"acc": None, "ece": None, "attack_success": None}
-                    score_cells(ood_meta, seed, ov, imgs, cls, {"views": t_views, "shift": load_s},
-                                None)
-                except BenchError as exc:
-                    _fail_all(r, ood_meta, seed, str(exc), cell_record, finish)
-                except Exception as exc:
-                    log.debug("ood set failed", exc_info=True)
-                    _fail_all(r, ood_meta, seed, f"{type(exc).__name__}: {exc}", cell_record, finish)
+                else:
+                    guarded(meta, seed, lambda: ood_cells(meta, imgs, load_s, seed))
                 overall.advance(1)
 
     return RunSummary(records=records, paths=paths, skipped=skipped, previous=previous,
