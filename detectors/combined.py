@@ -52,7 +52,7 @@ class Combined(Zhou):
     needs: ClassVar[frozenset[str]] = frozenset({"features", "labels", "logits", "model"})
 
     def __init__(self, *, ent: float = 0.01, beta: float = 0.1, lam: float = 1.0,
-                 T: float = 100.0, eps: float = 10.0, epochs: int = 30, lr: float = 1e-4,
+                 T: float = 100.0, eps: float = 10.0, epochs: int = 30, lr: float = 1e-3,
                  batch_size: int = 128, lr_min: float = 1e-7, device: str = "cpu"):
         super().__init__(lam=lam, T=T, eps=eps, epochs=epochs, lr=lr, batch_size=batch_size,
                          lr_min=lr_min, device=device)

@@ -112,9 +112,12 @@ class Zhou(Detector):
       test sets (test-data model selection).
     - Training uses cached eval-mode features (no random flips, no train-mode BatchNorm in the
       frozen backbone): one backbone pass instead of one per epoch.
-    - Default ``epochs`` is short (see docs/detectors.md for what it costs against the
-      reference's 300); the per-step cosine decay from ``lr`` to ``lr_min`` spans our run
-      (the reference's spans 300 + 5 epochs, so it ends at ~1.7e-7 rather than 1e-7).
+    - Default schedule: 30 epochs at ``lr = 1e-3`` instead of the reference's 300 at 1e-4
+      (batch 128 and Adam as the reference), so that CIFAR-10 ResNet-20 features fit in
+      ~30 s on 2 CPU cores. On those features it reaches the reference's final loss and its
+      AUROCs within 0.002 (docs/detectors.md; ``scripts/zhou_schedule.py`` re-measures it);
+      30 epochs at 1e-4 fall 0.02 short on Tiny-ImageNet and DTD. The per-step cosine decay
+      from ``lr`` to ``lr_min`` spans our run (the reference's spans its epochs + 5).
     - Statistics are computed in float64 with the trained float32 weights cast to float64,
       and fused in log space (no underflow, no ties).
 
@@ -129,7 +132,7 @@ class Zhou(Detector):
     chunk: ClassVar[int] = 8192
 
     def __init__(self, *, lam: float = 1.0, T: float = 100.0, eps: float = 10.0,
-                 epochs: int = 30, lr: float = 1e-4, batch_size: int = 128,
+                 epochs: int = 30, lr: float = 1e-3, batch_size: int = 128,
                  lr_min: float = 1e-7, device: str = "cpu"):
         self.lam = lam
         self.T = T
