@@ -369,8 +369,11 @@ class Runner:
         det.seed = seed
         needs = set(getattr(det, "needs", ()))
         uses_model = bool(needs & {"logits", "features", "model"})
+        # where it trained (device) does not change what a fitted detector is
+        params = {k: v for k, v in det.get_params().items() if k != "device"}
         key = cache.config_hash({
-            "detector": det.spec(), "class": f"{type(det).__module__}.{type(det).__qualname__}",
+            "detector": det.name, "params": params,
+            "class": f"{type(det).__module__}.{type(det).__qualname__}",
             "dataset": self.data_sha, "split": "METHODS-1", "seed": seed,
             "model": self.model_key if uses_model else None})
         path = cache.cache_dir("detectors") / f"{slug(det.name, 30)}-{key[:24]}.pt"
