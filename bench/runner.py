@@ -370,9 +370,10 @@ class Runner:
         needs = set(getattr(det, "needs", ()))
         uses_model = bool(needs & {"logits", "features", "model"})
         # where it trained (device) does not change what a fitted detector is
-        params = {k: v for k, v in det.get_params().items() if k != "device"}
+        spec_no_device = str(Spec(det.name, getattr(det, "arg", None) if det.takes_arg else None,
+                                  {k: v for k, v in det.changed_params().items() if k != "device"}))
         key = cache.config_hash({
-            "detector": det.name, "params": params,
+            "detector": spec_no_device,
             "class": f"{type(det).__module__}.{type(det).__qualname__}",
             "dataset": self.data_sha, "split": "METHODS-1", "seed": seed,
             "model": self.model_key if uses_model else None})
