@@ -245,6 +245,9 @@ def train(
     holdout: Annotated[float, typer.Option(
         help="Fraction of the training split kept out (stratified) and reported. Example: "
              "--holdout 0.05")] = 0.0,
+    flip: Annotated[bool, typer.Option(
+        help="Random horizontal flips in training (turn off for digits and text). "
+             "Example: --no-flip")] = True,
     seed: Annotated[int, typer.Option(help="Seed. Example: --seed 0")] = 0,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda. Example: --device cuda")] = "auto",
     out_file: Annotated[Path, typer.Option("--out", help="Checkpoint path to write. Example: "
@@ -268,7 +271,7 @@ def train(
     with _progress() as prog, progress.use(prog):
         clf, info = train_classifier(model, train_set, num_classes=num_classes, epochs=epochs,
                                      batch_size=batch_size, lr=lr, device=dev, seed=seed,
-                                     holdout=holdout)
+                                     holdout=holdout, flip=flip)
     from bench.models.train import save_checkpoint
 
     sha = save_checkpoint(clf, out_file, info=info)

@@ -201,3 +201,20 @@ def test_ctrl_c_then_rerun_completes_only_missing_cells(tmp_path):
     assert res.returncode == 0, res.stderr
     assert f"{48 - len(done)} record(s) written" in res.stderr.replace("\n", " ")
     assert f"{len(done)} cell(s) already done" in res.stderr.replace("\n", " ")
+
+
+def test_train_then_run_with_the_checkpoint(tmp_path):
+    """`bench train` writes a checkpoint that `bench run --weights` loads and records by sha256."""
+    import hashlib
+
+    ckpt = tmp_path / "cnn-digits.pt"
+    res = bench("train", "--model", "cnn", "--dataset", "digits", "--epochs", "60", "--no-flip",
+                "--device", "cpu", "--out", str(ckpt))
+    assert res.returncode == 0, res.stderr
+    assert ckpt.is_file()
+    res = bench("run", "--model", "cnn", "--weights", str(ckpt), "--detector", "msp",
+                "--attack", "contrast", "--out", str(tmp_path / "r"))
+    assert res.returncode == 0, res.stderr
+    rec, = records(tmp_path / "r")
+    assert rec["model"]["weights_sha256"] == hashlib.sha256(ckpt.read_bytes()).hexdigest()
+    assert rec["model"]["clean_acc"] > 0.8  # trained, not a random model (chance is 0.1)
