@@ -160,7 +160,7 @@ def jpeg_encode(images: Tensor, quality: int) -> Tensor:
         buf = io.BytesIO()
         im.save(buf, format="JPEG", quality=quality, subsampling=2)
         buf.seek(0)
-        dec = np.asarray(Image.open(buf).convert("L" if arr.shape[-1] == 1 else "RGB"))
+        dec = np.array(Image.open(buf).convert("L" if arr.shape[-1] == 1 else "RGB"))
         out[i] = torch.from_numpy(dec.reshape(arr.shape[1:])).permute(2, 0, 1)
     return out
 
