@@ -154,8 +154,8 @@ combination. This page runs that protocol with shiftbench, following METHODS.md:
 - ID data: the JPEG re-encoded CIFAR-10 copy in `../shared/data` (quality 75, 4:2:0), not the
   original PNGs. Detectors fit on the 50,000 training images; 1,000 stratified test images are
   the val set (95 % threshold, Zhou's Gaussian fits); the other 9,000 are scored.
-- Classifiers: the public akamaster ResNet-20 (trained on the original CIFAR-10; it loses about
-  10 points on the JPEG copy) and a ResNet-20 fine-tuned on the JPEG copy.
+- Classifiers: the public akamaster ResNet-20 and ResNet-56 (trained on the original CIFAR-10;
+  they lose about 10 points on the JPEG copy) and a ResNet-20 fine-tuned on the JPEG copy.
 - OOD: MNIST, Tiny-ImageNet test and val (val also without its images of CIFAR-10 classes, as
   OpenOOD does), DTD textures; Tiny-ImageNet also JPEG-encoded like the ID copy (`--ood-jpeg 75`),
   since a detector can otherwise key on the JPEG artefacts that only the ID images carry.

@@ -15,9 +15,11 @@ SHIFTS=mix,gaussian_noise,salt_pepper,fgsm,brightness_contrast,pixel_dropout
 TIN=$DIR/ood/tinyimagenet_test_resize32.npz
 TINV=$DIR/ood/tinyimagenet_val_resize32.npz
 OOD="mnist,npz:$TIN,npz:$TINV,npz:$TINV(exclude=cifar10_overlap),npz:$DIR/ood/dtd_subset10_resize32.npz"
-for W in "$SHARED/weights/akamaster/resnet20-12fca82f.th" \
-         "$SHARED/weights/shiftbench/resnet20-cifar10jpeg-a926624b.pt"; do
-  COMMON=(--dataset cifar10 --data-root "$DIR" --model resnet20 --weights "$W" --detector "$DETS" --out "$OUT")
+WEIGHTS=${WEIGHTS:-akamaster/resnet20-12fca82f.th shiftbench/resnet20-cifar10jpeg-a926624b.pt akamaster/resnet56-4bfd9763.th}
+for w in $WEIGHTS; do
+  W=$SHARED/weights/$w
+  MODEL=$(basename "$w" | cut -d- -f1)  # resnet20 / resnet56
+  COMMON=(--dataset cifar10 --data-root "$DIR" --model "$MODEL" --weights "$W" --detector "$DETS" --out "$OUT")
   timed "$BENCH" run "${COMMON[@]}" --attack "$SHIFTS" --severities 1,3,5 --ood "$OOD"
   timed "$BENCH" run "${COMMON[@]}" --attack "" --ood "npz:$TIN,npz:$TINV(exclude=cifar10_overlap)" --ood-jpeg 75
 done
