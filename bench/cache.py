@@ -30,6 +30,29 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def source_hash(cls: type) -> str:
+    """sha256 of the source files that define ``cls`` and its bases from this suite or plugins.
+
+    Part of every cache key for learned or computed state, so that editing a detector or a
+    network's code invalidates what the old code stored (never a stale cache).
+    """
+    import inspect
+
+    h = hashlib.sha256()
+    seen: set[str] = set()
+    for klass in inspect.getmro(cls):
+        if klass.__module__ in ("builtins",) or klass.__module__.startswith(("torch", "typing")):
+            continue
+        try:
+            path = inspect.getsourcefile(klass)
+        except TypeError:
+            continue
+        if path and path not in seen:
+            seen.add(path)
+            h.update(Path(path).read_bytes())
+    return h.hexdigest()
+
+
 def cache_dir(kind: str) -> Path:
     from bench.datasets.base import bench_home
 

@@ -14,7 +14,6 @@ import platform
 import re
 import sys
 import time
-import traceback
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -27,7 +26,7 @@ from torch import Tensor
 from bench import cache, progress
 from bench.errors import BenchError
 from bench.registry import DATASETS, DETECTORS, SHIFTS, Spec, expand, parse_spec, split_specs
-from bench.results import DETECTOR_METRICS, SCHEMA, SCHEMA_VERSION, write_record
+from bench.results import SCHEMA, SCHEMA_VERSION, write_record
 from bench.views import Views, compute_views, to_float01
 
 log = logging.getLogger(__name__)
@@ -249,6 +248,9 @@ class Runner:
                           "weights_sha256": self.model_info.get("weights_sha256"),
                           "norm": self.model_info.get("norm"), "mean": self.model_info.get("mean"),
                           "std": self.model_info.get("std")}
+        # cached features also depend on the network's code, not only on its weights
+        self.model_code = cache.config_hash([cache.source_hash(type(self.model)),
+                                             cache.source_hash(type(self.model.net))])
         self.ctx = ctx
         self.env = _environment(self.device)
         # OOD sets load now: a missing or empty set is a usage error before any work is done
@@ -346,7 +348,8 @@ class Runner:
         path = full_key = None
         stored = None
         if key is not None:
-            full_key = cache.config_hash({"model": self.model_key, "data": key})
+            full_key = cache.config_hash({"model": self.model_key, "code": self.model_code,
+                                          "data": key})
             path = cache.cache_dir("views") / f"{slug(name, 40)}-{full_key[:24]}.pt"
             stored = cache.load(path, full_key)
         if stored is not None and stored["logits"].shape[0] == images.shape[0]:
@@ -375,8 +378,10 @@ class Runner:
         key = cache.config_hash({
             "detector": spec_no_device,
             "class": f"{type(det).__module__}.{type(det).__qualname__}",
+            "code": cache.source_hash(type(det)),
             "dataset": self.data_sha, "split": "METHODS-1", "seed": seed,
-            "model": self.model_key if uses_model else None})
+            "model": self.model_key if uses_model else None,
+            "model_code": self.model_code if uses_model else None})
         path = cache.cache_dir("detectors") / f"{slug(det.name, 30)}-{key[:24]}.pt"
         t = time.perf_counter()
         if getattr(det, "cacheable", False) and not self.cfg.refit:

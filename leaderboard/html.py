@@ -29,7 +29,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from bench.leaderboard.core import (
-    METRIC_LABELS, METRICS, Board, Cell, Column, Section, cell_text, direction_text,
+    METRIC_LABELS, METRICS, Board, Cell, Section, direction_text,
     higher_is_better, is_best, pct, scope_label,
 )
 
