@@ -95,3 +95,21 @@ def test_successful_only_restricts_both_sides(tmp_path):
     assert rec["n_in"] == rec["n_out"] < rec["dataset"]["n_test"]
     n_correct = round(rec["model"]["clean_acc"] * rec["dataset"]["n_test"])
     assert rec["n_in"] == pytest.approx(rec["classifier"]["attack_success"] * n_correct, abs=0.5)
+
+
+def test_edited_detector_code_invalidates_its_cache(tmp_path, monkeypatch):
+    """A fitted detector stored by older code is never reused after its source changes."""
+    import bench.cache
+
+    spec = "zhou(epochs=1)"
+    assert run(cfg(tmp_path, detectors=[spec], out=tmp_path / "a")).records[0]["status"] == "ok"
+    real = bench.cache.source_hash
+    monkeypatch.setattr(bench.cache, "source_hash",
+                        lambda cls: "edited" if cls is DETECTORS.get("zhou") else real(cls))
+
+    def boom(self, fit, val):
+        raise AssertionError("retrained")
+
+    monkeypatch.setattr(DETECTORS.get("zhou"), "fit", boom)
+    rec = run(cfg(tmp_path, detectors=[spec], out=tmp_path / "b")).records[0]
+    assert rec["status"] == "failed" and "retrained" in rec["error"]
