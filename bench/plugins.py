@@ -43,7 +43,11 @@ def _module_name(path: Path) -> str:
 
 def _owner(registry: Registry, name: str) -> str:
     dist = registry.dist_of(name)
-    return "a built-in" if dist is None else f"provided by the installed plugin {dist}"
+    if dist is None:
+        return "a built-in"
+    if dist.startswith("file "):
+        return f"registered by the plugin {dist}"
+    return f"provided by the installed plugin {dist}"
 
 
 @contextlib.contextmanager
@@ -124,6 +128,7 @@ def load_plugin_file(path: str | os.PathLike[str]) -> list[str]:
     added = []
     for registry, key, cls in pending:
         registry.register(key)(cls)
+        registry.set_origin(key, f"file {p}")
         added.append((registry.kind, key))
     setattr(module, _REGISTERED_ATTR, added)
     return [f"{k}:{n}" for k, n in added]

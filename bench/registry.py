@@ -245,6 +245,11 @@ class Registry(Generic[T]):
             return cls
         return deco
 
+    def set_origin(self, name: str, origin: str) -> None:
+        """Say where a registered component came from (e.g. ``file plugins/x.py``), for
+        `bench list` and the records' ``dist`` field."""
+        self._entries[name].dist = origin
+
     def add(self, name: str, cls: type[T]) -> type[T]:
         return self.register(name)(cls)
 

@@ -168,6 +168,8 @@ def test_failing_plugin_cell_is_recorded_and_exit_1(tmp_path):
     recs = {r["detector"]["name"]: r for r in records(tmp_path / "r")}
     assert recs["nan_det"]["status"] == "failed" and "non-finite" in recs["nan_det"]["error"]
     assert recs["msp"]["status"] == "ok"
+    assert recs["nan_det"]["detector"]["dist"] == f"file {plugin}"
+    assert recs["msp"]["detector"]["dist"] is None  # built-in
 
 
 def test_main_returns_2_in_process(capsys):

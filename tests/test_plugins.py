@@ -302,7 +302,7 @@ def test_example_package_runs_through_bench_run(example_site, tmp_path):
     assert knn["shift"]["params"]["quality"] == 58 and knn["shift"]["group"] == "corruption"
     assert 0.0 <= knn["metrics"]["auroc"] <= 1.0
     assert by_det["tp_maxlogit"]["status"] == "ok"
-    assert by_det["tp_maxlogit"]["detector"]["dist"] is None  # a local file, no distribution
+    assert by_det["tp_maxlogit"]["detector"]["dist"].startswith("file ")  # a local file
 
     # a broken --plugin file: exit 2, one line naming the file
     broken = tmp_path / "broken_plugin.py"
