@@ -274,7 +274,7 @@ class Runner:
         q = self.cfg.ood_jpeg
         if q is not None:
             imgs = jpeg_encode(imgs, q)
-        meta = {"name": oset.name or parse_spec(spec).name,
+        meta = {"name": (oset.name or parse_spec(spec).name) + ("" if q is None else f"+jpeg{q}"),
                 "spec": spec if q is None else f"{spec}+jpeg{q}",
                 "params": {**ds.get_params(), "jpeg_quality": q},
                 "group": "ood", "severity": None, "proximity": getattr(ds, "proximity", None),

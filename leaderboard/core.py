@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 
@@ -286,10 +286,14 @@ def _section(key: tuple[str, str, str | None], records: list[dict[str, Any]]) ->
     for r in records:
         spec, sev, name, group, prox = _column_of(r)
         if (spec, sev) not in col_by_key:
-            col_by_key[(spec, sev)] = Column(_label(spec, sev), spec, name, group, sev, prox)
+            # OOD sets are named by their display name, not the path in their spec
+            label = name if group == "ood" else _label(spec, sev)
+            col_by_key[(spec, sev)] = Column(label, spec, name, group, sev, prox)
     columns = sorted(col_by_key.values(), key=_column_sort_key)
-    if len({c.label for c in columns}) < len(columns):  # e.g. "x (s3)" spelled both ways
-        columns = [Column(f"{c.label} [{c.spec}@{c.severity}]", c.spec, c.name, c.group,
+    counts = Counter(c.label for c in columns)
+    if any(n > 1 for n in counts.values()):  # e.g. "x (s3)" spelled both ways: say which is which
+        columns = [c if counts[c.label] == 1 else
+                   Column(f"{c.label} [{c.spec}@{c.severity}]", c.spec, c.name, c.group,
                           c.severity, c.proximity) for c in columns]
         col_by_key = {(c.spec, c.severity): c for c in columns}
     detectors = sorted({str(r["detector"].get("spec") or r["detector"].get("name"))
