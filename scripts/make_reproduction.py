@@ -144,6 +144,9 @@ def main(folder: str) -> None:
     w("```\n\n| wall time (s) | command |\n|---:|---|\n")
     for secs, cmd in walltimes:
         w(f"| {float(secs):.0f} | `{cmd.strip()}` |\n")
+    notes = root / "walltime-notes.md"  # circumstances of a run that its times alone hide
+    if notes.is_file():
+        w("\n" + notes.read_text())
 
 
 INTRO = """The seed paper (Mulé & Shaner) reports, for CIFAR-10 as ID data, "OoD accuracy" on resized
