@@ -185,13 +185,11 @@ class Runner:
         from bench.datasets.base import LoadContext, load_set, split_val_test
         from bench.models import load_classifier
 
+        from bench.plugins import load_plugins
+
         cfg = self.cfg
-        if cfg.plugins:
-            from bench.plugins import load_plugins
-            load_plugins(cfg.plugins)
-        else:
-            from bench.plugins import load_plugins
-            load_plugins(None)
+        load_plugins(cfg.plugins or None)  # --plugin files, then $BENCH_PLUGINS
+        self.data_root = self.data_root_for(cfg)
         self.device = resolve_device(cfg.device)
         if cfg.batch_size < 1:
             raise BenchError(f"--batch-size must be >= 1, got {cfg.batch_size}")
@@ -211,9 +209,8 @@ class Runner:
         for s in self.detector_specs:
             DETECTORS.create(s, device=str(self.device))  # validates parameters
         for s in self.shift_specs:
-            SHIFTS.create(s, data_root=self.data_root_for(cfg))
+            SHIFTS.create(s, data_root=self.data_root)
 
-        self.data_root = self.data_root_for(cfg)
         ds_spec = parse_spec(cfg.dataset)
         ds_cls = DATASETS.get(ds_spec.name)
         if not getattr(ds_cls, "is_id", False):

@@ -423,14 +423,16 @@ def pct(value: float | None) -> str:
     return "-" if value is None else f"{100.0 * value:.1f}"
 
 
-def cell_text(cell: Cell) -> str:
-    """``mean±std`` (several seeds), ``mean [lo, hi]`` (one run with an interval), in percent."""
+def cell_text(cell: Cell, ci_format: str = "[{lo}, {hi}]") -> str:
+    """``mean±std`` (several seeds), ``mean [lo, hi]`` (one run with an interval), in percent.
+
+    ``ci_format`` shapes the interval (the HTML board wraps it in a span)."""
     if cell.mean is None:
         return "failed" if cell.failed else "-"
     if cell.std is not None:
         text = f"{pct(cell.mean)}±{pct(cell.std)}"
     elif cell.ci is not None:
-        text = f"{pct(cell.mean)} [{pct(cell.ci[0])}, {pct(cell.ci[1])}]"
+        text = f"{pct(cell.mean)} " + ci_format.format(lo=pct(cell.ci[0]), hi=pct(cell.ci[1]))
     else:
         text = pct(cell.mean)
     if cell.failed:

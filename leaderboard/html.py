@@ -29,7 +29,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from bench.leaderboard.core import (
-    METRIC_LABELS, METRICS, Board, Cell, Section, direction_text,
+    METRIC_LABELS, METRICS, Board, Cell, Section, cell_text, direction_text,
     higher_is_better, is_best, pct, scope_label,
 )
 
@@ -120,17 +120,7 @@ def _heat(value: float | None, metric: str) -> str:
 
 
 def _cell_html(cell: Cell) -> str:
-    if cell.mean is None:
-        return "failed" if cell.failed else "-"
-    if cell.std is not None:
-        text = f"{pct(cell.mean)}±{pct(cell.std)}"
-    elif cell.ci is not None:
-        text = f'{pct(cell.mean)} <span class="ci">[{pct(cell.ci[0])}, {pct(cell.ci[1])}]</span>'
-    else:
-        text = pct(cell.mean)
-    if cell.failed:
-        text += f" ({len(cell.failed)} failed)"
-    return text
+    return cell_text(cell, ci_format='<span class="ci">[{lo}, {hi}]</span>')
 
 
 def _tooltip(cell: Cell) -> str:
