@@ -304,12 +304,13 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:
         return int(exc.code or 0)
     except Exception as exc:  # click usage errors arrive here in non-standalone mode
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show(file=sys.stderr)
+        # typer >= 0.2x vendors click (typer._click) and older typers use click itself: the
+        # exceptions are recognised by their interface, not imported from either module
+        if callable(getattr(exc, "format_message", None)) and isinstance(
+                getattr(exc, "exit_code", None), int):
+            sys.stderr.write(f"bench: error: {' '.join(exc.format_message().split())}\n")
             return 2
-        if isinstance(exc, click.exceptions.Abort):  # click's wrapping of KeyboardInterrupt
+        if type(exc).__name__ == "Abort":  # click's wrapping of KeyboardInterrupt
             sys.stderr.write(INTERRUPTED)
             return 130
         raise
