@@ -29,6 +29,8 @@ class Shift(Component):
     """
 
     needs_model: ClassVar[bool] = False
+    #: shifts that look up per-image data by position (``cifar10c``) get ``index=`` (N,) int64
+    needs_index: ClassVar[bool] = False
     group: ClassVar[str] = CORRUPTION
     severity_param: ClassVar[str | None] = None
     severities: ClassVar[tuple[float, ...]] = ()

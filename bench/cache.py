@@ -53,10 +53,11 @@ def source_hash(cls: type) -> str:
     return h.hexdigest()
 
 
-def cache_dir(kind: str) -> Path:
+def cache_dir(kind: str, home: Path | None = None) -> Path:
+    """``home/kind``; ``home`` None = :func:`bench.datasets.base.bench_home` (Python API)."""
     from bench.datasets.base import bench_home
 
-    return bench_home() / kind
+    return (bench_home() if home is None else Path(home)) / kind
 
 
 def save(path: Path, obj: Any) -> None:

@@ -110,12 +110,23 @@ def run(
     plugin: Annotated[list[str], typer.Option(
         help="Python file(s) registering extra shifts/detectors (also $BENCH_PLUGINS). "
              "Example: --plugin my_detector.py")] = [],
+    executor: Annotated[str, typer.Option(
+        help="Where units of work run: local (this process, one after the other) or ray "
+             "(a local Ray instance sized to this machine, or the cluster at --ray-address; "
+             "needs pip install 'shiftbench[ray]'). Example: --executor ray")] = "local",
+    ray_address: Annotated[Optional[str], typer.Option(
+        help="Join this running Ray cluster instead of starting a local instance. "
+             "Example: --executor ray --ray-address 10.0.0.5:6379")] = None,
+    threads_per_worker: Annotated[int, typer.Option(
+        help="With --executor ray: CPUs (and torch threads) per unit. "
+             "Example: --threads-per-worker 2")] = 1,
 ) -> None:
     """Score every detector on every shift and OOD set; print a table and write JSON records.
 
     Example: bench run --detector combined --attack fgsm
     """
     from bench import progress
+    from bench.executors import make_executor
     from bench.runner import RunConfig, run as run_matrix
 
     cfg = RunConfig(
@@ -125,8 +136,9 @@ def run(
         device=device, batch_size=batch_size, out=out_dir, force=force, refit=refit,
         ood_jpeg=ood_jpeg, plugins=list(plugin),
         command="bench " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
+    runner = make_executor(executor, address=ray_address, threads=threads_per_worker)
     with _progress() as prog, progress.use(prog):
-        summary = run_matrix(cfg, console=err)
+        summary = run_matrix(cfg, console=err, executor=runner)
     if as_json:
         for rec in summary.previous + summary.records:
             sys.stdout.write(json.dumps(_strip(rec)) + "\n")
@@ -136,6 +148,9 @@ def run(
               + (f", {summary.skipped} cell(s) already done (use --force to recompute)"
                  if summary.skipped else "")
               + f" in {summary.wall_s:.1f}s")
+    if summary.outdated:
+        err.print(f"{summary.outdated} cell(s) recomputed: their records were made by older code "
+                  f"(or other inputs)")
     if summary.failed:
         err.print(f"[red]{len(summary.failed)} cell(s) failed:[/red]")
         for rec in summary.failed:
@@ -261,11 +276,11 @@ def train(
     from bench import progress
     from bench.datasets.base import LoadContext, load_set
     from bench.models.train import train_classifier
-    from bench.runner import Runner, RunConfig, resolve_device
+    from bench.plan import Paths, resolve_device
 
     dev = resolve_device(device)
-    root = Runner.data_root_for(RunConfig(data_root=data_root))
-    ctx = LoadContext(data_root=root)
+    paths = Paths.resolve(data_root=data_root)
+    ctx = LoadContext(data_root=paths.data_root, cwd=paths.cwd)
     _, train_set = load_set(dataset, "train", ctx)
     num_classes = int(train_set.labels.max()) + 1
     with _progress() as prog, progress.use(prog):

@@ -43,6 +43,8 @@ TPR = 0.95
 VAL_QUANTILE = 0.05
 #: ECE bins (Guo et al. 2017 use 15)
 N_BINS = 15
+#: detector metrics that get a bootstrap interval per cell
+BOOTSTRAPPED = ("auroc", "aupr_in", "aupr_out", "fpr95", "fpr95_oodpos")
 
 
 # --------------------------------------------------------------------------------------------

@@ -144,8 +144,13 @@ def plugin_paths(paths: Iterable[str] | None = None) -> list[str]:
 
 def load_plugins(paths: list[str] | None = None) -> list[str]:
     """Load every ``--plugin`` file and every file in ``$BENCH_PLUGINS``; what they added."""
+    return load_plugin_files(plugin_paths(paths))
+
+
+def load_plugin_files(paths: Iterable[str]) -> list[str]:
+    """Load exactly these plugin files (no environment lookup); what they added."""
     added: list[str] = []
-    for p in plugin_paths(paths):
+    for p in paths:
         for item in load_plugin_file(p):
             if item not in added:
                 added.append(item)
@@ -157,4 +162,4 @@ def _one_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else "(no message)"
 
 
-__all__ = ["load_plugin_file", "load_plugins", "plugin_paths"]
+__all__ = ["load_plugin_file", "load_plugin_files", "load_plugins", "plugin_paths"]

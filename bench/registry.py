@@ -190,6 +190,10 @@ class Component:
     name: ClassVar[str] = ""
     #: set for ``prefix:ARG`` components: the constructor's first positional argument gets ARG
     takes_arg: ClassVar[bool] = False
+    #: left out of ``all`` (e.g. ``seed_mix``, which reproduces a notebook's quirks)
+    hidden: ClassVar[bool] = False
+    #: parameters the run supplies, not the user: kept in records, left out of spec labels
+    context_params: ClassVar[frozenset[str]] = frozenset({"device", "data_root", "seed"})
 
     @classmethod
     def param_names(cls) -> list[str]:
@@ -204,7 +208,8 @@ class Component:
         """Parameters whose value differs from the constructor default (for short labels)."""
         defaults = signature_params(type(self))
         return {k: v for k, v in self.get_params().items()
-                if k != "arg" and (k not in defaults or defaults[k] != v)}
+                if k != "arg" and k not in self.context_params
+                and (k not in defaults or defaults[k] != v)}
 
     def spec(self) -> str:
         """``name(k=v, ...)`` with the non-default parameters; records also keep all of them."""

@@ -7,7 +7,8 @@ features are stored as float64 (METHODS.md §0: float32 softmax saturates and cr
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 from torch import Tensor
@@ -77,3 +78,58 @@ def compute_views(model: "Classifier", images: Tensor, *, name: str, labels: Ten
         logits=torch.cat(logits) if logits else torch.empty(0, k, dtype=torch.float64),
         features=torch.cat(feats) if feats else torch.empty(0, 0, dtype=torch.float64),
         labels=labels, images=images if keep_images else None, model=model, index=index)
+
+
+
+def views_entry(cache_dir: Path, name: str, key: dict[str, Any],
+                model_key: dict[str, Any]) -> tuple[Path, str]:
+    """Path and full key of the views cache entry for the images named by ``key`` under the
+    network named by ``model_key`` (weights, normalisation, code)."""
+    from bench import cache
+    from bench.plan import slug
+
+    full_key = cache.config_hash({"model": model_key, "data": key})
+    return cache_dir / f"{slug(name, 40)}-{full_key[:24]}.pt", full_key
+
+
+def load_views(path: Path, full_key: str, name: str, n: int) -> tuple[Views, dict[str, Any]] | None:
+    """The cached views at ``path`` (and what was stored beside them) if they hold ``n`` rows."""
+    from bench import cache
+
+    stored = cache.load(path, full_key)
+    if (isinstance(stored, dict) and isinstance(stored.get("logits"), Tensor)
+            and stored["logits"].shape[0] == n):
+        return Views(name=name, logits=stored["logits"], features=stored["features"]), \
+            stored.get("extra") or {}
+    return None
+
+
+def store_views(path: Path, full_key: str, views: Views, extra: dict[str, Any] | None = None) -> None:
+    from bench import cache
+
+    cache.store(path, full_key, {"logits": views.logits, "features": views.features,
+                                 "extra": extra or {}})
+
+
+def forward_views(model: "Classifier", images: Tensor, *, name: str, batch_size: int,
+                  device: torch.device | str) -> Views:
+    """:func:`compute_views` with a progress bar."""
+    from bench import progress
+
+    with progress.task(f"features: {name}", images.shape[0]) as t:
+        return compute_views(model, images, name=name, batch_size=batch_size, device=device,
+                             progress=t.advance)
+
+
+def cached_views(model: "Classifier", images: Tensor, *, name: str, key: dict[str, Any],
+                 model_key: dict[str, Any], cache_dir: Path, batch_size: int,
+                 device: torch.device | str) -> tuple[Views, bool]:
+    """Views of ``images`` (named by content in ``key``) from the cache, else one forward pass,
+    stored. The second value says whether they came from the cache."""
+    path, full_key = views_entry(cache_dir, name, key, model_key)
+    hit = load_views(path, full_key, name, images.shape[0])
+    if hit is not None:
+        return hit[0], True
+    v = forward_views(model, images, name=name, batch_size=batch_size, device=device)
+    store_views(path, full_key, v)
+    return v, False

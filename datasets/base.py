@@ -65,6 +65,7 @@ class LoadContext:
     seed: int = 0
     id_shape: tuple[int, int, int] | None = None   # (C, H, W) of the ID set, for OOD/synthetic
     n_id_test: int | None = None                    # size of the scored ID test set
+    cwd: Path | None = None                         # relative paths in specs; None = os.getcwd()
 
 
 class Dataset(Component):
@@ -80,6 +81,14 @@ class Dataset(Component):
     proximity: ClassVar[str | None] = None  # "near" / "far" for the leaderboard, when known
     #: constructor parameters left out of :meth:`display_name` (they do not change the data)
     display_exclude: ClassVar[tuple[str, ...]] = ("proximity",)
+    #: ID datasets: the ``--model`` used when none is given
+    default_model: ClassVar[str | None] = None
+
+    @classmethod
+    def available(cls, data_root: Path, id_dataset: str) -> list[str]:
+        """``--ood all``: the specs of this source's OOD sets found under ``data_root``, for
+        the ID dataset named ``id_dataset`` (none by default)."""
+        return []
 
     def __init__(self) -> None:
         """Datasets without parameters store nothing (subclasses store their keyword arguments)."""
@@ -163,9 +172,11 @@ def check_proximity(value: str | None, where: str) -> str | None:
 
 
 def resolve_data_path(arg: str, ctx: LoadContext, where: str) -> Path:
-    """A user-given path: absolute as is; relative against the cwd first, then ``ctx.data_root``."""
+    """A user-given path: absolute as is; relative against ``ctx.cwd`` (the directory the user
+    ran bench in) first, then ``ctx.data_root``."""
     p = Path(arg).expanduser()
-    tried = [p] if p.is_absolute() else [Path.cwd() / p, Path(ctx.data_root).expanduser() / p]
+    cwd = Path.cwd() if ctx.cwd is None else Path(ctx.cwd)
+    tried = [p] if p.is_absolute() else [cwd / p, Path(ctx.data_root).expanduser() / p]
     for cand in tried:
         if cand.exists():
             return cand

@@ -85,6 +85,7 @@ class Cifar10(_Cifar):
     """
 
     proximity = "near"
+    default_model = "resnet20"
     base_folder = "cifar-10-batches-py"
     files = {"train": (("data_batch_1", "c99cafc152244af753f735de768cd75f"),
                        ("data_batch_2", "d4bba439e000b95fd0a9bffe97cbabec"),
@@ -110,11 +111,17 @@ class Cifar100(_Cifar):
     """
 
     proximity = "near"
+    default_model = "resnet20"
     base_folder = "cifar-100-python"
     files = {"train": (("train", "16019d7e3df5f24257cddd939b257f8d"),),
              "test": (("test", "f0ef6b0ae62326f3e7ffdfab6717acfc"),)}
     meta = ("meta", "7973b15100ade9c7d40fb424638fde48")
     label_key, names_key = "fine_labels", "fine_label_names"
     torchvision_name = "CIFAR100"
+
+    @classmethod
+    def available(cls, data_root: Path, id_dataset: str) -> list[str]:
+        return (["cifar100"] if id_dataset != "cifar100"
+                and (data_root / cls.base_folder / "test").is_file() else [])
     how_to_get = ("run with --download (needs internet); or unpack "
                   "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz into --data-root DIR")

@@ -26,6 +26,7 @@ class Digits(Dataset):
 
     is_id: ClassVar[bool] = True
     splits: ClassVar[tuple[str, ...]] = ("train", "test")
+    default_model: ClassVar[str | None] = "cnn"
 
     def load(self, split: str, ctx: LoadContext) -> ImageSet:
         self.check_split(split)

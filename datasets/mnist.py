@@ -52,6 +52,11 @@ class Mnist(Dataset):
     is_id: ClassVar[bool] = True
     splits: ClassVar[tuple[str, ...]] = ("train", "test")
     proximity = "far"
+    default_model: ClassVar[str | None] = "cnn"
+
+    @classmethod
+    def available(cls, data_root: Path, id_dataset: str) -> list[str]:
+        return ["mnist"] if id_dataset != "mnist" and (data_root / "MNIST" / "raw").is_dir() else []
 
     def load(self, split: str, ctx: LoadContext) -> ImageSet:
         self.check_split(split)

@@ -32,6 +32,19 @@ class Npz(Dataset):
 
     takes_arg = True
 
+    @classmethod
+    def available(cls, data_root: Path, id_dataset: str) -> list[str]:
+        """Every ``<data_root>/ood/*.npz``; a file carrying CIFAR-10 class flags
+        (``cifar10_overlap``) is scored without those classes for CIFAR-10 (as OpenOOD)."""
+        folder = data_root / "ood"
+        out = []
+        for p in sorted(folder.glob("*.npz")) if folder.is_dir() else []:
+            with np.load(p) as z:
+                overlap = "cifar10_overlap" in z.files
+            out.append(f"npz:{p}(exclude=cifar10_overlap)" if overlap and id_dataset == "cifar10"
+                       else f"npz:{p}")
+        return out
+
     def __init__(self, arg: str, *, exclude: str | tuple[str, ...] | None = None,
                  proximity: str | None = None) -> None:
         self.arg = arg

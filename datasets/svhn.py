@@ -30,6 +30,12 @@ class Svhn(Dataset):
     splits: ClassVar[tuple[str, ...]] = ("test",)
     proximity = "far"
 
+    @classmethod
+    def available(cls, data_root: Path, id_dataset: str) -> list[str]:
+        found = any(p.is_file() for p in (data_root / "svhn" / "test_32x32.mat",
+                                          data_root / "test_32x32.mat"))
+        return ["svhn"] if found else []
+
     def load(self, split: str, ctx: LoadContext) -> ImageSet:
         self.check_split(split)
         root = Path(ctx.data_root).expanduser()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import ClassVar
 
 import torch
@@ -26,6 +27,10 @@ class _Noise(Dataset):
 
     proximity = "far"
     splits: ClassVar[tuple[str, ...]] = ("test",)
+
+    @classmethod
+    def available(cls, data_root: Path, id_dataset: str) -> list[str]:
+        return [cls.name]  # generated: always there
 
     def _draw(self, shape: tuple[int, ...], g: torch.Generator) -> Tensor:  # pragma: no cover
         raise NotImplementedError

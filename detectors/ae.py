@@ -87,16 +87,18 @@ class AE(Detector):
 
     needs: ClassVar[frozenset[str]] = frozenset({"images"})
     cacheable: ClassVar[bool] = True
+    reconstructs: ClassVar[bool] = True
     #: images per forward pass when scoring / reconstructing
     eval_batch: ClassVar[int] = 512
 
     def __init__(self, *, epochs: int = 10, lr: float = 1e-3, batch_size: int = 128,
-                 bottleneck: int | None = None, device: str = "cpu"):
+                 bottleneck: int | None = None, device: str = "cpu", seed: int = 0):
         self.epochs = epochs
         self.lr = lr
         self.batch_size = batch_size
         self.bottleneck = bottleneck
         self.device = device
+        self.seed = seed
 
     # ----------------------------------------------------------------------------------------
     def _check_params(self) -> None:

@@ -27,7 +27,10 @@ class Detector(Component):
     needs: ClassVar[frozenset[str]] = frozenset({"logits"})
     #: True when fit() learns something worth storing in the cache (trained networks)
     cacheable: ClassVar[bool] = False
-    #: seeds used by fit() (training), filled in by the runner from --seed
+    #: True when :meth:`reconstruct` returns images (shown beside the shifted ones on the board)
+    reconstructs: ClassVar[bool] = False
+    #: detectors whose fit draws random numbers take ``seed`` as a constructor parameter; the run
+    #: passes each value of ``--seeds``. This default serves those that draw none.
     seed: int = 0
 
     # fitted state ---------------------------------------------------------------------------
@@ -48,6 +51,11 @@ class Detector(Component):
         raise NotImplementedError
 
     def load_state(self, state: dict[str, Any]) -> "Detector":
+        """Restore what :meth:`state` returned and mark the detector fitted."""
+        raise NotImplementedError
+
+    def reconstruct(self, images: Tensor) -> Tensor:  # pragma: no cover - abstract
+        """For ``reconstructs = True``: the detector's reconstruction of ``images`` in [0, 1]."""
         raise NotImplementedError
 
     # helpers --------------------------------------------------------------------------------

@@ -53,9 +53,10 @@ class Combined(Zhou):
 
     def __init__(self, *, ent: float = 0.01, beta: float = 0.1, lam: float = 1.0,
                  T: float = 100.0, eps: float = 10.0, epochs: int = 30, lr: float = 1e-3,
-                 batch_size: int = 128, lr_min: float = 1e-7, device: str = "cpu"):
+                 batch_size: int = 128, lr_min: float = 1e-7, device: str = "cpu",
+                 seed: int = 0):
         super().__init__(lam=lam, T=T, eps=eps, epochs=epochs, lr=lr, batch_size=batch_size,
-                         lr_min=lr_min, device=device)
+                         lr_min=lr_min, device=device, seed=seed)
         self.ent = ent
         self.beta = beta
 

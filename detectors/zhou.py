@@ -133,7 +133,7 @@ class Zhou(Detector):
 
     def __init__(self, *, lam: float = 1.0, T: float = 100.0, eps: float = 10.0,
                  epochs: int = 30, lr: float = 1e-3, batch_size: int = 128,
-                 lr_min: float = 1e-7, device: str = "cpu"):
+                 lr_min: float = 1e-7, device: str = "cpu", seed: int = 0):
         self.lam = lam
         self.T = T
         self.eps = eps
@@ -142,6 +142,7 @@ class Zhou(Detector):
         self.batch_size = batch_size
         self.lr_min = lr_min
         self.device = device
+        self.seed = seed
 
     # ----------------------------------------------------------------------------------------
     def _check_params(self) -> None:

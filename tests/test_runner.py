@@ -42,17 +42,17 @@ def test_fit_never_sees_scored_test_images(tmp_path, monkeypatch):
 
 def test_views_are_computed_once_per_set(tmp_path, monkeypatch):
     """D detectors x S shifts cost S forward passes of shifted sets, not D x S."""
-    import bench.runner as runner_mod
+    import bench.views as views_mod
 
     monkeypatch.setenv("BENCH_HOME", str(tmp_path / "home"))  # no cached views from other tests
     calls = []
-    orig = runner_mod.compute_views
+    orig = views_mod.compute_views
 
     def counting(model, images, **kw):
         calls.append(kw["name"])
         return orig(model, images, **kw)
 
-    monkeypatch.setattr(runner_mod, "compute_views", counting)
+    monkeypatch.setattr(views_mod, "compute_views", counting)
     run(cfg(tmp_path, detectors=["msp", "energy", "mahalanobis"],
             shifts=["gaussian_noise", "contrast"]))
     shifted = [c for c in calls if c not in ("fit", "test")]

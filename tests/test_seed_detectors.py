@@ -244,8 +244,8 @@ def test_zhou_seed_is_local(data):
     assert torch.equal(torch.random.get_rng_state(), before)  # global RNG untouched
     b = fitted(Zhou, data, epochs=1)
     assert torch.equal(a.score(data["test"]), b.score(data["test"]))
-    c = Zhou(epochs=1, batch_size=64, lr=1e-3)
-    c.seed = 1
+    c = Zhou(epochs=1, batch_size=64, lr=1e-3, seed=1)
+    assert c.get_params()["seed"] == 1 and c.spec() == "zhou(epochs=1, batch_size=64)"
     c.fit(data["fit"], data["val"])
     assert not torch.equal(a.score(data["test"]), c.score(data["test"]))
 

@@ -255,12 +255,12 @@ def _default_norm(arch: Architecture, in_channels: int) -> str:
 def load_classifier(spec: str, *, num_classes: int, in_channels: int, image_size: int,
                     dataset: str, weights: str | Path | None = None, norm: str | None = None,
                     device: str | torch.device = "cpu", train_set: "ImageSet | None" = None,
-                    seed: int = 0) -> tuple[Classifier, dict[str, Any]]:
+                    seed: int = 0, home: Path | None = None) -> tuple[Classifier, dict[str, Any]]:
     """Build ``spec`` from ``MODELS``, load its weights, wrap it with its input normalisation.
 
     ``weights``: a checkpoint path, ``zoo:NAME`` or ``akamaster`` (see :mod:`bench.models.zoo`),
     or None: then nets with ``first_use_training`` (``cnn``) are trained on ``train_set`` once
-    and cached under ``bench_home()/models``; other nets take the dataset's default zoo checkpoint
+    and cached under ``home/models`` (``home`` None = ``bench_home()``); other nets take the dataset's default zoo checkpoint
     if it is already cached, else this is an error (never a silently random model).
 
     ``norm``: ``imagenet``, ``cifar10``, ``none`` or ``mean:a,b,c/std:d,e,f``; None = what the
@@ -286,10 +286,10 @@ def load_classifier(spec: str, *, num_classes: int, in_channels: int, image_size
                                                 in_channels)
             path, source = train_mod.train_on_first_use(
                 arch, num_classes=num_classes, in_channels=in_channels, image_size=image_size,
-                train_set=train_set, norm=norm_name, mean=mean, std=std, seed=seed)
+                train_set=train_set, norm=norm_name, mean=mean, std=std, seed=seed, home=home)
         else:
             entry = zoo.default_for(arch.name, dataset)
-            path = zoo.cached_path(entry) if entry is not None else None
+            path = zoo.cached_path(entry, home) if entry is not None else None
             if path is None or not path.is_file():
                 names = ", ".join(f"zoo:{e.name}" for e in zoo.ZOO if e.arch == arch.name)
                 zoo_hint = f" or a zoo name ({names})" if names else ""
@@ -297,7 +297,7 @@ def load_classifier(spec: str, *, num_classes: int, in_channels: int, image_size
             source = "zoo"
     elif isinstance(weights, str) and zoo.is_zoo_ref(weights):
         entry = zoo.lookup(weights, arch=arch.name)
-        path, source = zoo.fetch(entry), "zoo"
+        path, source = zoo.fetch(entry, home=home), "zoo"
     else:
         path, source = Path(weights).expanduser(), "file"
 

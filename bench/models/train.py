@@ -256,7 +256,8 @@ def first_use_key(arch: Architecture, *, num_classes: int, in_channels: int, ima
 
 def train_on_first_use(arch: Architecture, *, num_classes: int, in_channels: int,
                        image_size: int, train_set: "ImageSet", norm: str, mean: tuple[float, ...],
-                       std: tuple[float, ...], seed: int) -> tuple[Path, str]:
+                       std: tuple[float, ...], seed: int,
+                       home: Path | None = None) -> tuple[Path, str]:
     """Path of the cached trained net (training it now if needed) and ``"trained"``/``"cache"``.
 
     Trains on the CPU with one thread whatever the run's device: a few seconds for these small
@@ -270,7 +271,7 @@ def train_on_first_use(arch: Architecture, *, num_classes: int, in_channels: int
     key = first_use_key(arch, num_classes=num_classes, in_channels=in_channels,
                         image_size=image_size, mean=mean, std=std, seed=seed,
                         data_sha256=digest)
-    path = bench_home() / "models" / f"{arch.name}-{key}.pt"
+    path = (bench_home() if home is None else Path(home)) / "models" / f"{arch.name}-{key}.pt"
     if path.is_file():
         return path, "cache"
     cfg = dict(arch.first_use_training or {})

@@ -80,14 +80,15 @@ ZOO: tuple[ZooEntry, ...] = (
 SOURCES = ("akamaster", "shiftbench")
 
 
-def zoo_dir() -> Path:
+def zoo_dir(home: Path | None = None) -> Path:
+    """``home/weights``; ``home`` None = :func:`bench.datasets.base.bench_home` (Python API)."""
     from bench.datasets.base import bench_home
 
-    return bench_home() / "weights"
+    return (bench_home() if home is None else Path(home)) / "weights"
 
 
-def cached_path(entry: ZooEntry) -> Path:
-    return zoo_dir() / entry.file
+def cached_path(entry: ZooEntry, home: Path | None = None) -> Path:
+    return zoo_dir(home) / entry.file
 
 
 def is_zoo_ref(text: str) -> bool:
@@ -131,11 +132,11 @@ def _shared_hint(entry: ZooEntry) -> str:
     return f"--weights ../shared/data/{entry.shared_path}"
 
 
-def fetch(entry: ZooEntry, *, download: bool = True) -> Path:
+def fetch(entry: ZooEntry, *, download: bool = True, home: Path | None = None) -> Path:
     """The cached file of ``entry``; downloads and hash-checks it first when it is missing."""
     from bench.models import sha256_file
 
-    path = cached_path(entry)
+    path = cached_path(entry, home)
     if path.is_file():
         digest = sha256_file(path)
         if digest != entry.sha256:
@@ -146,7 +147,7 @@ def fetch(entry: ZooEntry, *, download: bool = True) -> Path:
         raise BenchError(f"zoo:{entry.name} has no public download: pass the file with "
                          f"--weights PATH, e.g. {_shared_hint(entry)}, or copy it to {path}")
     if not download:
-        raise BenchError(f"zoo:{entry.name} is not in {zoo_dir()}: pass --weights PATH, e.g. "
+        raise BenchError(f"zoo:{entry.name} is not in {zoo_dir(home)}: pass --weights PATH, e.g. "
                          f"{_shared_hint(entry)}")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.download")

@@ -1,0 +1,246 @@
+"""Stage 1 of a run: what ``bench run`` was asked, parsed, expanded and validated once.
+
+:class:`Paths` is resolved at the edge (CLI or Python API) from arguments and environment
+variables; nothing below it reads ``$BENCH_HOME``, ``$BENCH_DATA``, ``$BENCH_PLUGINS`` or the
+working directory. :func:`make_plan` turns a :class:`RunConfig` into a frozen :class:`Plan`:
+every spec parsed and expanded (severities, sweeps) into canonical spec strings, every
+component instantiated once to validate its parameters, ``--ood all`` answered by the dataset
+classes themselves, and the model defaulted by the dataset class.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from bench.errors import BenchError
+from bench.registry import DATASETS, DETECTORS, SHIFTS, Spec, expand, parse_spec, split_specs
+
+#: largest seed torch.Generator.manual_seed and numpy accept everywhere we use them
+MAX_SEED = 2**32 - 1
+
+
+@dataclass
+class RunConfig:
+    """Everything ``bench run`` takes. Lists hold spec strings (``fgsm(eps=4/255)``)."""
+
+    detectors: list[str] = field(default_factory=lambda: ["combined"])
+    shifts: list[str] = field(default_factory=lambda: ["fgsm"])
+    ood: list[str] = field(default_factory=list)
+    dataset: str = "digits"
+    model: str | None = None
+    weights: str | None = None
+    norm: str | None = None
+    data_root: Path | None = None
+    download: bool = False
+    seeds: list[int] = field(default_factory=lambda: [0])
+    severities: list[int] | None = None
+    device: str = "auto"
+    batch_size: int = 256
+    out: Path = Path("results")
+    force: bool = False
+    refit: bool = False
+    ood_jpeg: int | None = None
+    plugins: list[str] = field(default_factory=list)
+    command: str = ""
+    #: caches (trained models, fitted detectors, views); None = $BENCH_HOME or ~/.cache/shiftbench
+    home: Path | None = None
+
+
+@dataclass(frozen=True)
+class Paths:
+    """Every location a run reads or writes, absolute, resolved once at the edge."""
+
+    home: Path       # caches: models/, weights/, detectors/, views/
+    data_root: Path
+    out: Path        # results root; records go to a sub-folder per (dataset, model, weights)
+    cwd: Path        # relative paths in specs (npz:rel/path.npz) are taken from here
+
+    @classmethod
+    def resolve(cls, *, home: str | os.PathLike | None = None,
+                data_root: str | os.PathLike | None = None,
+                out: str | os.PathLike = "results") -> "Paths":
+        """Arguments first, then ``$BENCH_HOME`` / ``$BENCH_DATA``, then the defaults."""
+        env_home = os.environ.get("BENCH_HOME")
+        h = Path(home or env_home or Path.home() / ".cache" / "shiftbench").expanduser()
+        env_data = os.environ.get("BENCH_DATA")
+        d = Path(data_root or env_data or h / "data").expanduser()
+        cwd = Path.cwd()
+        return cls(home=(cwd / h).resolve(), data_root=(cwd / d).resolve(),
+                   out=(cwd / Path(out).expanduser()).resolve(), cwd=cwd)
+
+    def check_writable(self) -> None:
+        """BenchError before any work when the results folder or the cache cannot be written."""
+        for what, path, option in (("results folder", self.out, "--out"),
+                                   ("cache folder (BENCH_HOME)", self.home, "$BENCH_HOME")):
+            _check_dir_writable(path, what, option)
+
+
+def _check_dir_writable(path: Path, what: str, option: str) -> None:
+    existing = path
+    while not existing.exists():
+        if existing.parent == existing:
+            break
+        existing = existing.parent
+    if existing.exists() and not existing.is_dir():
+        raise BenchError(f"{what} {path} cannot be created: {existing} is a file; "
+                         f"choose another {option}")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise BenchError(f"{what} {path} is not writable ({existing} is read-only); "
+                         f"choose another {option}")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A validated run: canonical specs, resolved options, plugin files. Immutable, picklable."""
+
+    dataset: str
+    dataset_name: str
+    model: str
+    weights: str | None
+    norm: str | None
+    download: bool
+    device: str
+    batch_size: int
+    detectors: tuple[str, ...]
+    shifts: tuple[str, ...]
+    ood: tuple[str, ...]
+    seeds: tuple[int, ...]
+    ood_jpeg: int | None
+    force: bool
+    refit: bool
+    plugins: tuple[str, ...]
+    command: str
+    #: union of what the detectors declare they need (adapters declare it per instance)
+    needs: frozenset[str]
+
+    @property
+    def keep_images(self) -> bool:
+        return "images" in self.needs
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name not in ("cpu", "cuda") and not name.startswith("cuda:"):
+        raise BenchError(f"unknown device {name!r}: use auto, cpu or cuda")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise BenchError("--device cuda asked for, but no CUDA GPU is available; use --device cpu")
+    return torch.device(name)
+
+
+def parse_list(values: list[str] | str | None) -> list[str]:
+    if values is None:
+        return []
+    if isinstance(values, str):
+        values = [values]
+    out: list[str] = []
+    for v in values:
+        if v.strip():
+            out.extend(split_specs(v))
+    return out
+
+
+def slug(text: str, limit: int = 60) -> str:
+    s = re.sub(r"[^A-Za-z0-9._=-]+", "-", text).strip("-")
+    return s[:limit] or "x"
+
+
+def check_seeds(seeds: list[int]) -> tuple[int, ...]:
+    if not seeds:
+        raise BenchError("no seeds given: use --seeds 0 (or 0,1,2)")
+    for s in seeds:
+        if isinstance(s, bool) or not isinstance(s, int) or not 0 <= s <= MAX_SEED:
+            raise BenchError(f"seed {s!r} out of range: seeds are integers 0..{MAX_SEED}")
+    if len(set(seeds)) != len(seeds):
+        raise BenchError(f"--seeds lists a seed twice ({','.join(map(str, seeds))})")
+    return tuple(seeds)
+
+
+def make_plan(cfg: RunConfig, paths: Paths, plugins: list[str] | None = None) -> Plan:
+    """Parse, expand and validate everything ``cfg`` asks for; no data is loaded.
+
+    ``plugins``: the plugin files to load (the edge adds ``$BENCH_PLUGINS`` to ``--plugin``);
+    None = ``cfg.plugins`` alone. They are stored absolute, for workers on other processes."""
+    from bench.plugins import load_plugin_files
+
+    plugins = tuple(str((paths.cwd / Path(p).expanduser()).resolve())
+                    for p in (cfg.plugins if plugins is None else plugins))
+    load_plugin_files(plugins)
+    device = resolve_device(cfg.device)
+    if isinstance(cfg.batch_size, bool) or not isinstance(cfg.batch_size, int) or cfg.batch_size < 1:
+        raise BenchError(f"--batch-size must be an integer >= 1, got {cfg.batch_size!r}")
+    seeds = check_seeds(list(cfg.seeds))
+    if cfg.ood_jpeg is not None and not 1 <= cfg.ood_jpeg <= 100:
+        raise BenchError(f"--ood-jpeg must be a JPEG quality 1..100, got {cfg.ood_jpeg}")
+
+    ds_spec = parse_spec(cfg.dataset)
+    ds_cls = DATASETS.get(ds_spec.name)
+    if not ds_cls.is_id:
+        raise BenchError(f"{cfg.dataset!r} is an OOD set, not an ID dataset with train/test splits")
+    DATASETS.create(ds_spec)  # its parameters, validated now
+    model = cfg.model or ds_cls.default_model
+    if model is None:
+        raise BenchError(f"no default model for dataset {cfg.dataset!r}: pass --model")
+
+    # specs first: a typo fails in a second, not after the feature pass
+    detectors = _expand(cfg.detectors, DETECTORS, severities=None)
+    shifts = _expand(cfg.shifts, SHIFTS, severities=cfg.severities)
+    ood = _ood_specs(cfg.ood, paths.data_root, ds_spec.name)
+    if not detectors:
+        raise BenchError("no detector given: use --detector msp (or all)")
+    if not shifts and not ood:
+        raise BenchError("nothing to detect: give --attack A and/or --ood O")
+    needs: set[str] = set()
+    for s in detectors:
+        if "seed" in parse_spec(s).params:
+            raise BenchError(f"{s}: a detector's seed comes from --seeds, not from its spec")
+        det = DETECTORS.create(s, device=str(device))  # validates parameters
+        needs |= set(det.needs)
+    for s in shifts:
+        SHIFTS.create(s, data_root=paths.data_root)
+    return Plan(dataset=cfg.dataset, dataset_name=ds_spec.name, model=model,
+                weights=cfg.weights, norm=cfg.norm, download=cfg.download, device=str(device),
+                batch_size=cfg.batch_size, detectors=tuple(detectors), shifts=tuple(shifts),
+                ood=tuple(ood), seeds=seeds, ood_jpeg=cfg.ood_jpeg, force=cfg.force,
+                refit=cfg.refit, plugins=plugins, command=cfg.command, needs=frozenset(needs))
+
+
+def _expand(specs: list[str], registry: Any, severities: list[int] | None) -> list[str]:
+    names = parse_list(specs)
+    if any(n == "all" for n in names):
+        rest = [n for n in names if n != "all"]
+        builtin = [n for n in registry.names()
+                   if not registry.get(n).takes_arg and not registry.get(n).hidden]
+        names = builtin + [n for n in rest if parse_spec(n).name not in builtin]
+    out: list[str] = []
+    for n in names:
+        spec = parse_spec(n)
+        registry.get(spec.name)  # unknown names fail here, with suggestions
+        for s in expand(spec):
+            cls = registry.get(s.name)
+            if (severities and "severity" in cls.param_names() and "severity" not in s.params
+                    and not set(cls.severity_keys()) & set(s.params)):
+                out.extend(str(Spec(s.name, s.arg, {**s.params, "severity": v})) for v in severities)
+            else:
+                out.append(str(s))
+    return list(dict.fromkeys(out))
+
+
+def _ood_specs(specs: list[str], data_root: Path, id_dataset: str) -> list[str]:
+    names = parse_list(specs)
+    if "all" in names:
+        found = [s for _, cls in DATASETS.items() for s in cls.available(data_root, id_dataset)]
+        names = [n for n in names if n != "all"] + found
+    for n in names:
+        DATASETS.get(parse_spec(n).name)
+    return list(dict.fromkeys(names))
+
+
+__all__ = ["RunConfig", "Paths", "Plan", "make_plan", "resolve_device", "parse_list", "slug",
+           "check_seeds", "MAX_SEED"]
