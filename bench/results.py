@@ -7,7 +7,9 @@ key                meaning
 =================  ==========================================================================
 schema             ``"shiftbench.result"``
 schema_version     ``1``
-cell_id            sha256 of the cell's config (dataset, model, detector, shift, seed)
+cell_key           sha256 of the cell's identity (dataset, model, detector, shift with their
+                   parameters, seed); the record's file name ends in its first 12 digits
+cell_id            sha256 of the identity and ``code``: a record made by other code is recomputed
 status             ``"ok"`` or ``"failed"`` (then ``error`` holds the reason, metrics are empty)
 error              null or one line
 created            ISO 8601 time the record was written
@@ -17,6 +19,8 @@ dataset            {name, spec, sha256: {train, test}, n_fit, n_val, n_test, sha
 model              {spec, arch, weights, weights_sha256, norm, mean, std, clean_acc, clean_ece}
 detector           {name, spec, params, dist}
 shift              {name, spec, params, group, severity, proximity, sha256, dist}
+code               {shiftbench (version), detector, shift, model}: sha256 of the source of the
+                   detector class, the shift (or OOD dataset) class and the network that made it
 n_in, n_out        number of ID test images and shifted images scored
 metrics            {auroc, aupr_in, aupr_out, fpr95, fpr95_oodpos, detect95, id_accept95,
                     aupr_in_trapz, aupr_out_trapz}
@@ -26,7 +30,10 @@ classifier         the classifier on the shifted set: {acc, ece, attack_success}
 plots              {scores_in, scores_out (<= 1000 each, subsampled with the seed),
                     roc_fpr, roc_tpr (<= 200 points)}
 examples           {shift_png, detector_png}: base64 PNG grids (may be null)
-timings            seconds: {views, shift, fit, score, total}
+timings            seconds: {views, shift, fit, score, total}; ``shift`` is 0 when the shifted
+                   set's views came from the cache
+cache              {shift_views, detector}: whether the shifted set's views and the fitted
+                   detector were read from the cache
 environment        {python, shiftbench, torch, numpy, scikit-learn, scipy, platform, device}
 =================  ==========================================================================
 """
