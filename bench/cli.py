@@ -49,13 +49,15 @@ def _progress():
 def _ints(text: Optional[str], what: str) -> Optional[list[int]]:
     if text is None:
         return None
+    parts = [v.strip() for v in text.split(",")]
+    if not any(parts):
+        raise BenchError(f"{what} is empty")
     try:
-        vals = [int(v) for v in text.split(",") if v.strip()]
+        if not all(parts):
+            raise ValueError
+        return [int(v) for v in parts]
     except ValueError:
         raise BenchError(f"{what} must be comma-separated integers, e.g. 0,1,2 (got {text!r})") from None
-    if not vals:
-        raise BenchError(f"{what} is empty")
-    return vals
 
 
 @app.command()
@@ -89,7 +91,14 @@ def run(
     seed: Annotated[int, typer.Option(help="Seed for shifts, synthetic sets and detector training. "
                                            "Example: --seed 1")] = 0,
     seeds: Annotated[Optional[str], typer.Option(
-        help="Several seeds, one run each (overrides --seed). Example: --seeds 0,1,2")] = None,
+        help="Several seeds, one set of cells each (overrides --seed). Example: --seeds 0,1,2")]
+        = None,
+    model_seed: Annotated[int, typer.Option(
+        help="Seed of a classifier trained on first use (cnn); recorded. Checkpoints ignore it. "
+             "Example: --model-seed 1")] = 0,
+    split_seed: Annotated[int, typer.Option(
+        help="random_state of the val/test split of the ID test set (METHODS.md uses 0); vary it "
+             "so that seed variance includes the split. Example: --split-seed 1")] = 0,
     severities: Annotated[Optional[str], typer.Option(
         help="Severities for every shift that has a severity table and none given. "
              "Example: --severities 1,3,5")] = None,
@@ -133,6 +142,7 @@ def run(
         detectors=list(detector), shifts=list(attack), ood=list(ood), dataset=dataset, model=model,
         weights=weights, norm=norm, data_root=data_root, download=download,
         seeds=_ints(seeds, "--seeds") or [seed], severities=_ints(severities, "--severities"),
+        model_seed=model_seed, split_seed=split_seed,
         device=device, batch_size=batch_size, out=out_dir, force=force, refit=refit,
         ood_jpeg=ood_jpeg, plugins=list(plugin),
         command="bench " + " ".join(shlex.quote(a) for a in sys.argv[1:]))

@@ -97,7 +97,7 @@ def load_id_data(plan: Plan, paths: Paths) -> IdData:
     if test_full.labels is None or train.labels is None:
         raise BenchError(f"{plan.dataset}: the ID dataset needs labels")
     val_idx, test_idx = (torch.as_tensor(i, dtype=torch.long)
-                         for i in split_val_test(test_full.labels))
+                         for i in split_val_test(test_full.labels, plan.split_seed))
     return IdData(train, test_full, val_idx, test_idx)
 
 
@@ -118,7 +118,7 @@ def build_context(plan: Plan, paths: Paths, data: IdData,
     model, info = load_classifier(
         plan.model, num_classes=num_classes, in_channels=c, image_size=h,
         dataset=plan.dataset_name, weights=plan.weights, norm=plan.norm, device=device,
-        train_set=train, seed=plan.seeds[0], home=paths.home)
+        train_set=train, seed=plan.model_seed, home=paths.home)
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
@@ -156,12 +156,16 @@ def build_context(plan: Plan, paths: Paths, data: IdData,
         f"{clean['acc']:.4f}  ECE {clean['ece']:.4f}")
     dataset = {"name": plan.dataset_name, "spec": plan.dataset, "sha256": data_sha,
                "n_fit": len(fit_v), "n_val": len(val_v), "n_test": len(test_v),
-               "shape": [c, h, w], "data_root": str(paths.data_root)}
+               "shape": [c, h, w], "data_root": str(paths.data_root),
+               "split_seed": plan.split_seed}
+    # the seed that trained the network, for networks trained here (not for checkpoints)
+    trained = info.get("source") in ("trained", "cache")
     out_dir = paths.out / slug(
         f"{plan.dataset}__{model_key['spec']}__{(model_key['weights_sha256'] or 'none')[:8]}", 100)
     context = Context(
         dataset=dataset, model=model,
-        model_meta={**info, "clean_acc": clean["acc"], "clean_ece": clean["ece"]},
+        model_meta={**info, "train_seed": plan.model_seed if trained else None,
+                    "clean_acc": clean["acc"], "clean_ece": clean["ece"]},
         model_key=model_key, id_shape=(c, h, w), test_images=test_full.images[test_idx],
         test_labels=test_full.labels[test_idx], test_index=test_idx,
         clean_pred=test_v.logits.argmax(1), clean=clean, env=environment(str(device)),

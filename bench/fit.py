@@ -59,7 +59,7 @@ def detector_key(det: Any, ctx: Context) -> str:
     return cache.config_hash({
         "detector": spec, "class": f"{type(det).__module__}.{type(det).__qualname__}",
         "code": cache.source_hash(type(det)), "dataset": ctx.dataset["sha256"],
-        "split": "METHODS-1", "seed": det.seed,
+        "split": ["METHODS-1", ctx.dataset["split_seed"]], "seed": det.seed,
         "model": {k: v for k, v in ctx.model_key.items() if k != "code"} if uses_model else None,
         "model_code": ctx.model_key["code"] if uses_model else None})
 

@@ -50,6 +50,10 @@ class RunConfig:
     command: str = ""
     #: caches (trained models, fitted detectors, views); None = $BENCH_HOME or ~/.cache/shiftbench
     home: Path | None = None
+    #: seed of a classifier trained on first use (``cnn``); checkpoints ignore it
+    model_seed: int = 0
+    #: random_state of the val/test split of the ID test set (METHODS.md §1 uses 0)
+    split_seed: int = 0
 
 
 @dataclass(frozen=True)
@@ -111,6 +115,8 @@ class Plan:
     shifts: tuple[str, ...]
     ood: tuple[str, ...]
     seeds: tuple[int, ...]
+    model_seed: int
+    split_seed: int
     ood_jpeg: int | None
     force: bool
     refit: bool
@@ -151,12 +157,17 @@ def slug(text: str, limit: int = 60) -> str:
     return s[:limit] or "x"
 
 
+def check_seed(value: int, option: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_SEED:
+        raise BenchError(f"{option} {value!r} out of range: seeds are integers 0..{MAX_SEED}")
+    return value
+
+
 def check_seeds(seeds: list[int]) -> tuple[int, ...]:
     if not seeds:
         raise BenchError("no seeds given: use --seeds 0 (or 0,1,2)")
     for s in seeds:
-        if isinstance(s, bool) or not isinstance(s, int) or not 0 <= s <= MAX_SEED:
-            raise BenchError(f"seed {s!r} out of range: seeds are integers 0..{MAX_SEED}")
+        check_seed(s, "seed")
     if len(set(seeds)) != len(seeds):
         raise BenchError(f"--seeds lists a seed twice ({','.join(map(str, seeds))})")
     return tuple(seeds)
@@ -176,6 +187,8 @@ def make_plan(cfg: RunConfig, paths: Paths, plugins: list[str] | None = None) ->
     if isinstance(cfg.batch_size, bool) or not isinstance(cfg.batch_size, int) or cfg.batch_size < 1:
         raise BenchError(f"--batch-size must be an integer >= 1, got {cfg.batch_size!r}")
     seeds = check_seeds(list(cfg.seeds))
+    check_seed(cfg.model_seed, "--model-seed")
+    check_seed(cfg.split_seed, "--split-seed")
     if cfg.ood_jpeg is not None and not 1 <= cfg.ood_jpeg <= 100:
         raise BenchError(f"--ood-jpeg must be a JPEG quality 1..100, got {cfg.ood_jpeg}")
 
@@ -207,7 +220,8 @@ def make_plan(cfg: RunConfig, paths: Paths, plugins: list[str] | None = None) ->
     return Plan(dataset=cfg.dataset, dataset_name=ds_spec.name, model=model,
                 weights=cfg.weights, norm=cfg.norm, download=cfg.download, device=str(device),
                 batch_size=cfg.batch_size, detectors=tuple(detectors), shifts=tuple(shifts),
-                ood=tuple(ood), seeds=seeds, ood_jpeg=cfg.ood_jpeg, force=cfg.force,
+                ood=tuple(ood), seeds=seeds, model_seed=cfg.model_seed,
+                split_seed=cfg.split_seed, ood_jpeg=cfg.ood_jpeg, force=cfg.force,
                 refit=cfg.refit, plugins=plugins, command=cfg.command, needs=frozenset(needs))
 
 
@@ -243,4 +257,4 @@ def _ood_specs(specs: list[str], data_root: Path, id_dataset: str) -> list[str]:
 
 
 __all__ = ["RunConfig", "Paths", "Plan", "make_plan", "resolve_device", "parse_list", "slug",
-           "check_seeds", "MAX_SEED"]
+           "check_seed", "check_seeds", "MAX_SEED"]

@@ -161,7 +161,8 @@ def cell_record(ctx: Context, unit: Unit, det: Any, command: str) -> dict[str, A
                 "model": {k: v for k, v in ctx.model_key.items() if k != "code"},
                 "detector": det_meta["spec"], "detector_params": det_meta["params"],
                 "shift": shift_meta["spec"], "shift_params": shift_meta["params"],
-                "shift_sha256": shift_meta.get("sha256"), "seed": unit.seed}
+                "shift_sha256": shift_meta.get("sha256"), "seed": unit.seed,
+                "split_seed": ctx.dataset["split_seed"]}
     code = {"shiftbench": bench.__version__, "detector": cache.source_hash(type(det)),
             "shift": unit.meta["code"], "model": ctx.model_key["code"]}
     return {"schema": SCHEMA, "schema_version": SCHEMA_VERSION,
@@ -194,10 +195,15 @@ def _same_cell_records(out_dir: Path, rec: dict[str, Any]) -> list[tuple[Path, d
             old = read_record(p)
         except BenchError:
             continue
-        if (old["detector"].get("spec") == rec["detector"]["spec"]
-                and old["shift"].get("spec") == rec["shift"]["spec"]
-                and old["seed"] == rec["seed"]
-                and old["dataset"].get("spec") == rec["dataset"]["spec"]):
+        if "cell_key" in old:
+            same = old["cell_key"] == rec["cell_key"]
+        else:  # records from before cell keys: their split was always METHODS.md's
+            same = (old["detector"].get("spec") == rec["detector"]["spec"]
+                    and old["shift"].get("spec") == rec["shift"]["spec"]
+                    and old["seed"] == rec["seed"]
+                    and old["dataset"].get("spec") == rec["dataset"]["spec"]
+                    and rec["dataset"]["split_seed"] == 0)
+        if same:
             found.append((p, old))
     return found
 
@@ -302,11 +308,10 @@ def _shifted_views(ctx: Context, unit: Unit, paths: Paths) -> Shifted:
     # the shifted set is named by what produces it: a cache hit runs no shift, no forward pass
     shift = SHIFTS.create(unit.spec, data_root=paths.data_root)
     name = f"{unit.spec}-seed{unit.seed}"
-    path, full_key = views_entry(
-        views_dir, name, {"shift": unit.meta["spec"], "params": unit.meta["params"],
-                          "seed": unit.seed, "code": unit.meta["code"],
-                          "data": ctx.dataset["sha256"]["test"], "split": "METHODS-1"},
-        ctx.model_key)
+    key = {"shift": unit.meta["spec"], "params": unit.meta["params"], "seed": unit.seed,
+           "code": unit.meta["code"], "data": ctx.dataset["sha256"]["test"],
+           "split": ["METHODS-1", ctx.dataset["split_seed"]]}
+    path, full_key = views_entry(views_dir, name, key, ctx.model_key)
     hit = load_views(path, full_key, name, len(ctx.test_labels))
     # an entry stored by a run whose detectors needed no pixels cannot serve one that does
     cached = hit is not None and (not ctx.keep_images or hit[1].get("images") is not None)

@@ -125,13 +125,15 @@ def bench_home() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "shiftbench"
 
 
-def split_val_test(labels: Tensor | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """METHODS.md §1: val indices out of the ID test split, the rest (ascending) is scored."""
+def split_val_test(labels: Tensor | np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """METHODS.md §1: val indices out of the ID test split, the rest (ascending) is scored.
+
+    ``seed`` is the split's random_state: METHODS.md uses 0; ``--split-seed`` varies it."""
     y = np.asarray(labels)
     n = len(y)
     n_val = min(1000, round(0.1 * n))
     idx = np.arange(n)
-    _, val = train_test_split(idx, test_size=n_val, stratify=y, random_state=0)
+    _, val = train_test_split(idx, test_size=n_val, stratify=y, random_state=seed)
     val = np.sort(val)
     mask = np.ones(n, dtype=bool)
     mask[val] = False
