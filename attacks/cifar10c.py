@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -11,7 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from bench.attacks.base import CORRUPTION, SHIFTS, Shift
-from bench.errors import BenchError
+from bench.errors import BenchError, did_you_mean
 
 #: the 19 files of the release (Hendrycks & Dietterich 2019, zenodo record 2535967)
 CORRUPTIONS = ("brightness", "contrast", "defocus_blur", "elastic_transform", "fog", "frost",
@@ -70,8 +69,7 @@ class Cifar10C(Shift):
             found = sorted(p.stem for p in folder.glob("*.npy") if p.stem != "labels") \
                 if folder.is_dir() else []
             names = found or list(CORRUPTIONS)
-            close = difflib.get_close_matches(self.arg, names, n=1, cutoff=0.5)
-            hint = f"; did you mean cifar10c:{close[0]}?" if close else ""
+            hint = did_you_mean(self.arg, names, show=lambda c: f"cifar10c:{c}")
             raise BenchError(f"CIFAR-10-C file {path} not found{hint} (download CIFAR-10-C.tar "
                              f"from zenodo.org/record/2535967 and unpack it into "
                              f"{self.data_root})")

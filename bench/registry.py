@@ -19,7 +19,6 @@ built-in: a clash is reported with the plugin's distribution name.
 from __future__ import annotations
 
 import ast
-import difflib
 import importlib
 import importlib.metadata
 import inspect
@@ -30,7 +29,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, Generic, Iterator, TypeVar
 
-from bench.errors import BenchError
+from bench.errors import BenchError, did_you_mean
 
 log = logging.getLogger(__name__)
 
@@ -321,8 +320,7 @@ class Registry(Generic[T]):
 
     def _unknown(self, name: str) -> str:
         names = sorted(self._entries)
-        close = difflib.get_close_matches(name, names, n=1, cutoff=0.5)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
+        hint = did_you_mean(name, names)
         return f"unknown {self.kind} {name!r}{hint} (choose from: {', '.join(names)})"
 
     def items(self) -> Iterator[tuple[str, Any]]:

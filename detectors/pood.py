@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import difflib
 import inspect
 from typing import Any, Callable, ClassVar, Iterator
 
@@ -12,7 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from bench.detectors.base import DETECTORS, Detector
-from bench.errors import BenchError
+from bench.errors import BenchError, did_you_mean
 from bench.views import Views, to_float01
 
 _INSTALL = "install it with: pip install 'shiftbench[ood-extra]'"
@@ -134,8 +133,7 @@ class Pood(Detector):
         self.params = dict(params)
         names = detector_names()
         if arg not in names:
-            close = difflib.get_close_matches(arg, names, n=3, cutoff=0.5)
-            hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+            hint = did_you_mean(arg, names, n=3)
             raise BenchError(f"pytorch-ood has no detector {arg!r}{hint} "
                              f"(choose from: {', '.join(names)})")
         cls = getattr(mod, arg)

@@ -12,14 +12,13 @@ normalisation, as measured in shared/data/MANIFEST.md (sections 2 and 2b).
 
 from __future__ import annotations
 
-import difflib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from torch.hub import download_url_to_file
 
-from bench.errors import BenchError
+from bench.errors import BenchError, did_you_mean
 
 _AKAMASTER = ("https://github.com/akamaster/pytorch_resnet_cifar10/raw/master/"
               "pretrained_models/")
@@ -117,8 +116,7 @@ def lookup(ref: str, *, arch: str) -> ZooEntry:
     entry = next((e for e in ZOO if e.name == name), None)
     if entry is None:
         names = [e.name for e in ZOO]
-        close = difflib.get_close_matches(name, names, n=1, cutoff=0.5)
-        hint = f"; did you mean zoo:{close[0]}?" if close else ""
+        hint = did_you_mean(name, names, show=lambda c: f"zoo:{c}")
         raise BenchError(f"unknown zoo checkpoint {name!r}{hint} (choose from: "
                          f"{', '.join('zoo:' + n for n in names)})")
     if entry.arch != arch:
