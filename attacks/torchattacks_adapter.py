@@ -13,6 +13,7 @@ from torch import Tensor, nn
 
 from bench.attacks.base import ATTACK, SHIFTS, Shift
 from bench.errors import BenchError, did_you_mean
+from bench.models.base import model_device
 
 _INSTALL = "install it with: pip install 'shiftbench[attacks-extra]'"
 
@@ -123,7 +124,7 @@ class TorchAttack(Shift):
             attack = self._cls(model, **self.params)
         except (TypeError, ValueError) as exc:
             raise BenchError(f"torchattacks:{self.arg}: bad parameters: {exc}") from None
-        device = next(iter(model.parameters()), torch.empty(0)).device
+        device = model_device(model)
         seed = int(torch.randint(0, 2**62, (1,), generator=generator))
         out = []
         with seeded_global_rngs(seed, device):

@@ -12,6 +12,7 @@ from torch import Tensor, nn
 
 from bench.detectors.base import DETECTORS, Detector
 from bench.errors import BenchError, did_you_mean
+from bench.models.base import model_device
 from bench.views import Views, to_float01
 
 _INSTALL = "install it with: pip install 'shiftbench[ood-extra]'"
@@ -72,11 +73,6 @@ def _float64_default() -> Iterator[None]:
         yield
     finally:
         torch.set_default_dtype(old)
-
-
-def _model_device(model: nn.Module) -> torch.device:
-    p = next(iter(model.parameters()), None)
-    return p.device if p is not None else torch.device("cpu")
 
 
 @DETECTORS.register("pood")
@@ -263,7 +259,7 @@ class Pood(Detector):
         elif self._kind == "feature_maps":
             det.fit_feature_maps(_maps(self._features(fit)), y)
         else:  # MahalanobisODIN: class means from cached features, float32 on the model's device
-            dev = _model_device(fit.model)  # type: ignore[arg-type]
+            dev = model_device(fit.model)  # type: ignore[arg-type]
             det.fit_features(self._features(fit).to(dev), y.to(dev))
 
     def score(self, views: Views) -> Tensor:
@@ -286,7 +282,7 @@ class Pood(Detector):
         if views.images is None or model is None:
             raise RuntimeError(f"pood:{self.arg} scores images through the model; views "
                                f"{views.name!r} carry {'no images' if views.images is None else 'no model'}")
-        dev = _model_device(model)
+        dev = model_device(model)
         was_training = model.training
         model.eval()
         try:

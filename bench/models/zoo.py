@@ -131,11 +131,11 @@ def _shared_hint(entry: ZooEntry) -> str:
 
 def fetch(entry: ZooEntry, *, download: bool = True) -> Path:
     """The cached file of ``entry``; downloads and hash-checks it first when it is missing."""
-    from bench.models import sha256_file
+    from bench.cache import file_sha256
 
     path = cached_path(entry)
     if path.is_file():
-        digest = sha256_file(path)
+        digest = file_sha256(path)
         if digest != entry.sha256:
             raise BenchError(f"cached {path} has sha256 {digest[:12]}..., expected "
                              f"{entry.sha256[:12]}...: delete it and try again")
@@ -155,7 +155,7 @@ def fetch(entry: ZooEntry, *, download: bool = True) -> Path:
             raise BenchError(f"could not download zoo:{entry.name} from {entry.url} "
                              f"({type(exc).__name__}: {exc}); offline? pass --weights PATH to "
                              f"a local copy, e.g. {_shared_hint(entry)}") from None
-        digest = sha256_file(tmp)
+        digest = file_sha256(tmp)
         if digest != entry.sha256:
             raise BenchError(f"download of zoo:{entry.name} from {entry.url} has sha256 "
                              f"{digest[:12]}..., expected {entry.sha256[:12]}...: file discarded")
