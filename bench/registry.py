@@ -189,6 +189,13 @@ class Component:
     name: ClassVar[str] = ""
     #: set for ``prefix:ARG`` components: the constructor's first positional argument gets ARG
     takes_arg: ClassVar[bool] = False
+    #: left out of ``all`` (``--attack all``, ``--detector all``); still usable by name
+    hidden: ClassVar[bool] = False
+
+    @classmethod
+    def severity_keys(cls) -> tuple[str, ...]:
+        """The parameters a ``severity`` sets; none for components without severity tables."""
+        return ()
 
     @classmethod
     def param_names(cls) -> list[str]:

@@ -27,6 +27,9 @@ class Detector(Component):
     needs: ClassVar[frozenset[str]] = frozenset({"logits"})
     #: True when fit() learns something worth storing in the cache (trained networks)
     cacheable: ClassVar[bool] = False
+    #: True when the score is a differentiable function of the input pixels (through the
+    #: classifier or the detector's own network); declared for adaptive attacks, not read yet
+    differentiable: ClassVar[bool] = False
     #: seeds used by fit() (training), filled in by the runner from --seed
     seed: int = 0
 

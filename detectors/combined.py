@@ -37,6 +37,7 @@ class Combined(Zhou):
     """
 
     needs: ClassVar[frozenset[str]] = frozenset({"features", "labels", "logits", "model"})
+    differentiable: ClassVar[bool] = True
 
     def __init__(self, *, ent: float = 0.01, beta: float = 0.1, lam: float = 1.0,
                  T: float = 100.0, eps: float = 10.0, epochs: int = 30, lr: float = 1e-3,
