@@ -165,7 +165,8 @@ def _print_table(summary) -> None:
         m, c = r["metrics"], r.get("classifier") or {}
         t.add_row(r["detector"]["spec"], r["shift"]["name"] if r["shift"]["group"] == "ood"
                   else r["shift"]["spec"], str(r["seed"]),
-                  *[_pct(m.get(k)) for k in PCT_METRICS], *[_pct(c.get(k)) for k in CLASSIFIER_COLUMNS])
+                  *[_pct(m.get(k)) for k in PCT_METRICS],
+                  *[_pct(c.get(k)) for k in CLASSIFIER_COLUMNS])
     out.print(t)
 
 
