@@ -14,6 +14,7 @@ from torch import Tensor, nn
 
 from bench import progress
 from bench.errors import BenchError
+from bench.models.base import model_device
 
 
 def cpu_generator(generator: torch.Generator) -> torch.Generator:
@@ -61,15 +62,6 @@ def check_int(shift: str, param: str, value: object, lo: int = 1) -> None:
     """BenchError unless ``value`` is an integer >= lo."""
     if isinstance(value, bool) or not isinstance(value, int) or value < lo:
         raise BenchError(f"{shift}: {param} must be an integer >= {lo}, got {value!r}")
-
-
-def model_device(model: nn.Module) -> torch.device:
-    """Device of the model's first parameter or buffer (CPU for a model without either)."""
-    for t in model.parameters():
-        return t.device
-    for t in model.buffers():
-        return t.device
-    return torch.device("cpu")
 
 
 def loss_grad(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:

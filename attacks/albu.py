@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import inspect
 import os
 from typing import Any, ClassVar
@@ -12,7 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from bench.attacks.base import CORRUPTION, SHIFTS, Shift
-from bench.errors import BenchError
+from bench.errors import BenchError, did_you_mean
 
 def _albumentations() -> Any:
     # albumentations otherwise asks PyPI for a newer version on import (a network call)
@@ -75,8 +74,7 @@ class Albu(Shift):
         cls = getattr(A, arg, None)
         names = transform_names()
         if arg not in names or cls is None:
-            close = difflib.get_close_matches(arg, names, n=3, cutoff=0.5)
-            hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+            hint = did_you_mean(arg, names, n=3)
             raise BenchError(f"albumentations has no image transform {arg!r}{hint} "
                              f"(e.g. albu:GaussNoise, albu:Blur, albu:RandomBrightnessContrast)")
         if "severity" in params:

@@ -24,12 +24,13 @@ class Shift(Component):
     Subclasses set ``severity_param`` (the parameter a severity sets) and ``severities`` (its
     five values), or ``severity_table`` when a severity sets several parameters, declare the
     parameter(s) as keyword arguments defaulting to None, and implement :meth:`apply`.
-    ``__call__`` checks inputs and outputs and, for attacks, puts the model back into its mode
-    afterwards.
+    ``__call__`` checks inputs and outputs, passes ``index`` to shifts that declare
+    ``needs_index``, and, for attacks, puts the model back into its mode afterwards.
     """
 
     needs_model: ClassVar[bool] = False
-    #: shifts that look up per-image data by position (``cifar10c``) get ``index=`` (N,) int64
+    #: shifts that look images up by their position in the source split (``cifar10c``) set
+    #: this; ``__call__`` then passes ``index=`` to :meth:`apply`
     needs_index: ClassVar[bool] = False
     group: ClassVar[str] = CORRUPTION
     severity_param: ClassVar[str | None] = None
@@ -39,6 +40,8 @@ class Shift(Component):
     severity_table: ClassVar[dict[str, tuple[float, ...]]] = {}
     #: attacks may restrict scoring to correctly classified images they flipped (METHODS.md §2)
     successful_only: bool = False
+    #: 1..5, or None when explicit parameters were given (set by :meth:`_init_severity`)
+    severity: int | None = None
 
     def __init__(self, *, severity: int | None = None, **params: Any):
         self._init_severity(severity, params)
@@ -96,24 +99,35 @@ class Shift(Component):
 
     def apply(self, x: Tensor, y: Tensor, *, model: nn.Module | None,
               generator: torch.Generator) -> Tensor:  # pragma: no cover - abstract
+        """The shift itself; shifts with ``needs_index = True`` also take ``index=``."""
         raise NotImplementedError
 
     def __call__(self, x: Tensor, y: Tensor, *, model: nn.Module | None = None,
-                 generator: torch.Generator) -> Tensor:
-        """x: (N,C,H,W) float in [0,1]; y: (N,) true labels -> shifted x, same shape/dtype."""
+                 generator: torch.Generator, index: Tensor | None = None) -> Tensor:
+        """x: (N,C,H,W) float in [0,1]; y: (N,) true labels -> shifted x, same shape/dtype.
+
+        ``index`` (N,): the images' positions in their source split. Every caller may pass it;
+        only shifts that declare ``needs_index = True`` receive it (and require it).
+        """
         if not torch.is_floating_point(x):
             raise TypeError("shifts take float images in [0,1]")
         if self.needs_model and model is None:
             raise BenchError(f"{self.name} is an attack and needs the classifier")
+        context: dict[str, Any] = {}
+        if self.needs_index:
+            if index is None:
+                raise BenchError(f"{self.spec()} looks images up by their test-split index; "
+                                 f"call it as shift(x, y, generator=g, index=positions)")
+            context["index"] = index
         if self.needs_model:
             was_training = model.training
             model.eval()
             try:
-                out = self.apply(x, y, model=model, generator=generator)
+                out = self.apply(x, y, model=model, generator=generator, **context)
             finally:
                 model.train(was_training)
         else:
-            out = self.apply(x, y, model=model, generator=generator)
+            out = self.apply(x, y, model=model, generator=generator, **context)
         if out.shape != x.shape or out.dtype != x.dtype:
             raise BenchError(f"{self.name} changed shape/dtype {tuple(x.shape)}/{x.dtype} -> "
                              f"{tuple(out.shape)}/{out.dtype}")

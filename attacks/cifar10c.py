@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -11,7 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from bench.attacks.base import CORRUPTION, SHIFTS, Shift
-from bench.errors import BenchError
+from bench.errors import BenchError, did_you_mean
 
 #: the 19 files of the release (Hendrycks & Dietterich 2019, zenodo record 2535967)
 CORRUPTIONS = ("brightness", "contrast", "defocus_blur", "elastic_transform", "fog", "frost",
@@ -32,11 +31,11 @@ class Cifar10C(Shift):
     rows ``(s-1)*n : s*n`` with ``n = rows / 5``.
 
     Nothing is computed: for the ID test images at split positions ``index`` the shift returns
-    row ``(s-1)*n + index``, i.e. the released corrupted version of the same image. The runner
-    passes ``index`` because the class sets ``needs_index = True``. As a check that the data
-    root's CIFAR-10 is the original one (same order), ``labels.npy`` at those rows must equal
-    the given labels ``y``. Unlike our own corruptions (METHODS.md §5) these images are
-    uint8-quantised, as released; they are returned as float in [0, 1].
+    row ``(s-1)*n + index``, i.e. the released corrupted version of the same image.
+    ``Shift.__call__`` passes ``index`` because the class sets ``needs_index = True``. As a
+    check that the data root's CIFAR-10 is the original one (same order), ``labels.npy`` at
+    those rows must equal the given labels ``y``. Unlike our own corruptions (METHODS.md §5)
+    these images are uint8-quantised, as released; they are returned as float in [0, 1].
     Shapes: x (N, 3, 32, 32) float (only its shape, dtype and device are used), y (N,),
     index (N,) int64 -> (N, 3, 32, 32).
     """
@@ -70,8 +69,7 @@ class Cifar10C(Shift):
             found = sorted(p.stem for p in folder.glob("*.npy") if p.stem != "labels") \
                 if folder.is_dir() else []
             names = found or list(CORRUPTIONS)
-            close = difflib.get_close_matches(self.arg, names, n=1, cutoff=0.5)
-            hint = f"; did you mean cifar10c:{close[0]}?" if close else ""
+            hint = did_you_mean(self.arg, names, show=lambda c: f"cifar10c:{c}")
             raise BenchError(f"CIFAR-10-C file {path} not found{hint} (download CIFAR-10-C.tar "
                              f"from zenodo.org/record/2535967 and unpack it into "
                              f"{self.data_root})")
@@ -90,10 +88,8 @@ class Cifar10C(Shift):
         return images, labels
 
     def apply(self, x: Tensor, y: Tensor, *, model: nn.Module | None,
-              generator: torch.Generator, index: Tensor | None = None) -> Tensor:
-        if index is None:
-            raise BenchError(f"cifar10c:{self.arg} looks images up by their test-split index; "
-                             f"call it as shift(x, y, generator=g, index=positions)")
+              generator: torch.Generator, index: Tensor) -> Tensor:
+        """x: (N,3,32,32) float, y: (N,), index: (N,) test-split positions -> (N,3,32,32)."""
         if x.shape[1:] != (3, 32, 32):
             raise BenchError(f"cifar10c:{self.arg} holds 3x32x32 CIFAR-10 images; the ID images "
                              f"are {tuple(x.shape[1:])} (use --dataset cifar10)")
@@ -112,13 +108,6 @@ class Cifar10C(Shift):
                              "CIFAR-10 order)")
         out = torch.from_numpy(np.ascontiguousarray(images[rows])).permute(0, 3, 1, 2)
         return out.to(device=x.device, dtype=x.dtype).div_(255.0)
-
-    def __call__(self, x: Tensor, y: Tensor, *, model: nn.Module | None = None,
-                 generator: torch.Generator, index: Tensor | None = None) -> Tensor:
-        """x: (N,3,32,32) float, y: (N,), index: (N,) test-split positions -> (N,3,32,32)."""
-        if not torch.is_floating_point(x):
-            raise TypeError("shifts take float images in [0,1]")
-        return self.apply(x, y, model=model, generator=generator, index=index).clamp_(0.0, 1.0)
 
 
 __all__ = ["Cifar10C", "CORRUPTIONS"]

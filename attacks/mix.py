@@ -21,9 +21,9 @@ class Mix(Shift):
     """Anomaly mix: ``k ~ randint(0, 5)`` per image picks one part; each part runs on its subset.
 
     The seed paper's "anomaly" set (METHODS.md §5): ``k = torch.randint(0, 5, (N,),
-    generator=g)`` assigns image i the part ``parts[k_i]`` of (gaussian_noise, salt_pepper,
-    fgsm, brightness_contrast, pixel_dropout). The parts then run in that order, each on its
-    own subset (images in ascending index order) with the SAME generator, all at this
+    generator=g)`` assigns image i the part ``part_shifts()[k_i]`` of (gaussian_noise,
+    salt_pepper, fgsm, brightness_contrast, pixel_dropout). The parts then run in that order,
+    each on its own subset (images in ascending index order) with the SAME generator, all at this
     shift's severity: at severity 3 the fgsm part uses eps = 4/255. The seed notebook used
     fixed parameters instead (see ``seed_mix``). Needs the model for its fgsm part, which
     uses the true labels. Shapes: x (N,C,H,W) in [0,1], y (N,) -> (N,C,H,W), same dtype.
@@ -31,9 +31,6 @@ class Mix(Shift):
 
     group: ClassVar[str] = ANOMALY_MIX
     needs_model: ClassVar[bool] = True
-    #: the registered names of the parts, in the order of k = 0..4
-    parts: ClassVar[tuple[str, ...]] = ("gaussian_noise", "salt_pepper", "fgsm",
-                                        "brightness_contrast", "pixel_dropout")
 
     def __init__(self, *, severity: int | None = None, batch_size: int = 256):
         self._init_severity(severity, {"batch_size": batch_size})

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import difflib
 import inspect
 import random
 from typing import Any, ClassVar, Iterator
@@ -13,7 +12,8 @@ import torch
 from torch import Tensor, nn
 
 from bench.attacks.base import ATTACK, SHIFTS, Shift
-from bench.errors import BenchError
+from bench.errors import BenchError, did_you_mean
+from bench.models.base import model_device
 
 _INSTALL = "install it with: pip install 'shiftbench[attacks-extra]'"
 
@@ -93,8 +93,7 @@ class TorchAttack(Shift):
         self.severity = None
         names = attack_names()
         if arg not in names:
-            close = difflib.get_close_matches(arg, names, n=3, cutoff=0.5)
-            hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+            hint = did_you_mean(arg, names, n=3)
             raise BenchError(f"torchattacks has no attack {arg!r}{hint} "
                              f"(choose from: {', '.join(names)})")
         if "severity" in params:
@@ -125,7 +124,7 @@ class TorchAttack(Shift):
             attack = self._cls(model, **self.params)
         except (TypeError, ValueError) as exc:
             raise BenchError(f"torchattacks:{self.arg}: bad parameters: {exc}") from None
-        device = next(iter(model.parameters()), torch.empty(0)).device
+        device = model_device(model)
         seed = int(torch.randint(0, 2**62, (1,), generator=generator))
         out = []
         with seeded_global_rngs(seed, device):

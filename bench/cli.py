@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bench.errors import BenchError
+from bench.metrics import METRIC_TABLE
 
 app = typer.Typer(
     name="bench",
@@ -32,9 +33,10 @@ app = typer.Typer(
 out = Console(width=None if sys.stdout.isatty() else int(os.environ.get("COLUMNS", "160")))
 err = Console(stderr=True)
 
-PCT_METRICS = ("auroc", "aupr_in", "aupr_out", "fpr95", "detect95")
-HEADERS = {"auroc": "AUROC", "aupr_in": "AUPRin", "aupr_out": "AUPRout", "fpr95": "FPR95",
-           "detect95": "Det95"}
+#: the columns of `bench run`'s table, in %: detector metrics, then the classifier's
+PCT_METRICS = tuple(m.key for m in METRIC_TABLE if m.summary and m.kind == "detector")
+CLASSIFIER_COLUMNS = tuple(m.key for m in METRIC_TABLE if m.summary and m.kind == "classifier")
+HEADERS = {m.key: m.label for m in METRIC_TABLE}
 
 
 def _progress():
@@ -182,15 +184,14 @@ def _print_table(summary) -> None:
     t.add_column("detector", overflow="fold")
     t.add_column("shift", overflow="fold")
     t.add_column("seed", justify="right")
-    for m in PCT_METRICS:
+    for m in PCT_METRICS + CLASSIFIER_COLUMNS:
         t.add_column(HEADERS[m], justify="right", no_wrap=True)
-    t.add_column("acc", justify="right", no_wrap=True)
-    t.add_column("ECE", justify="right", no_wrap=True)
     for r in ok:
         m, c = r["metrics"], r.get("classifier") or {}
         t.add_row(r["detector"]["spec"], r["shift"]["name"] if r["shift"]["group"] == "ood"
                   else r["shift"]["spec"], str(r["seed"]),
-                  *[_pct(m.get(k)) for k in PCT_METRICS], _pct(c.get("acc")), _pct(c.get("ece")))
+                  *[_pct(m.get(k)) for k in PCT_METRICS],
+                  *[_pct(c.get(k)) for k in CLASSIFIER_COLUMNS])
     out.print(t)
 
 

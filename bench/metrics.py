@@ -26,25 +26,98 @@ max-softmax confidence, Guo et al. 2017). See docs/metrics.md for worked example
 
 from __future__ import annotations
 
-from typing import Callable, Union
+import sys
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable, Literal, Union
 
 import numpy as np
-import torch
-from sklearn.metrics import (auc, average_precision_score, precision_recall_curve,
-                             roc_auc_score, roc_curve)
-from torch import Tensor
 
 from bench.errors import BenchError
 
-ArrayLike = Union[np.ndarray, Tensor, list, tuple]
+if TYPE_CHECKING:
+    from torch import Tensor
+
+# torch and scikit-learn are imported where they are used: bench.results and the leaderboard
+# read the metric table below, and loading a folder of records should not pay for either
+ArrayLike = Union[np.ndarray, "Tensor", list, tuple]
+
+
+# --------------------------------------------------------------------------------------------
+# the metric table: every other list of metric keys, labels or directions is derived from it
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Metric:
+    """One number of a result record: its key, names, direction and how it is reported.
+
+    ``label`` heads narrow columns (``bench run``'s table), ``title`` names it in the
+    leaderboard. ``direction`` is ``"higher"`` or ``"lower"`` (is better), or ``"neither"``
+    for numbers that describe the run rather than rank detectors (``id_accept95`` should be
+    about 0.95; ``attack_success`` measures the attack). ``bootstrappable``: the record holds
+    a bootstrap 95 % interval for it. ``kind``: ``"detector"`` (a function of the scores) or
+    ``"classifier"`` (the classifier on the shifted set). ``summary``: a column of ``bench
+    run``'s table. ``secondary``: kept in records for comparison with other libraries only.
+    """
+
+    key: str
+    label: str
+    title: str
+    direction: Literal["higher", "lower", "neither"]
+    bootstrappable: bool = False
+    kind: Literal["detector", "classifier"] = "detector"
+    summary: bool = False
+    secondary: bool = False
+
+    @property
+    def higher_is_better(self) -> bool:
+        """False only for lower-is-better metrics (a metric without direction sorts high first)."""
+        return self.direction != "lower"
+
+
+METRIC_TABLE: tuple[Metric, ...] = (
+    Metric("auroc", "AUROC", "AUROC", "higher", bootstrappable=True, summary=True),
+    Metric("aupr_in", "AUPRin", "AUPR-In", "higher", bootstrappable=True, summary=True),
+    Metric("aupr_out", "AUPRout", "AUPR-Out", "higher", bootstrappable=True, summary=True),
+    Metric("fpr95", "FPR95", "FPR@95TPR (ID+)", "lower", bootstrappable=True, summary=True),
+    Metric("fpr95_oodpos", "FPR95o", "FPR@95TPR (OOD+)", "lower", bootstrappable=True),
+    Metric("detect95", "Det95", "Detected @95% val accept", "higher", summary=True),
+    Metric("id_accept95", "IDacc95", "ID accepted @95% val", "neither"),
+    Metric("aupr_in_trapz", "AUPRin~", "AUPR-In (trapezoid)", "higher", secondary=True),
+    Metric("aupr_out_trapz", "AUPRout~", "AUPR-Out (trapezoid)", "higher", secondary=True),
+    Metric("acc", "acc", "accuracy", "higher", kind="classifier", summary=True),
+    Metric("ece", "ECE", "ECE", "lower", kind="classifier", summary=True),
+    Metric("attack_success", "ASR", "attack success", "neither", kind="classifier"),
+)
+#: key -> :class:`Metric`
+METRIC_SPECS: dict[str, Metric] = {m.key: m for m in METRIC_TABLE}
+#: the detector metrics of a record's ``metrics`` (validated, DataFrame columns), in order
+DETECTOR_METRICS: tuple[str, ...] = tuple(m.key for m in METRIC_TABLE
+                                          if m.kind == "detector" and not m.secondary)
+#: the classifier numbers of a record's ``classifier``
+CLASSIFIER_METRICS: tuple[str, ...] = tuple(m.key for m in METRIC_TABLE if m.kind == "classifier")
+#: the detector metrics that get a bootstrap interval (``metrics_ci``), in table order
+BOOTSTRAPPED: tuple[str, ...] = tuple(m.key for m in METRIC_TABLE
+                                      if m.kind == "detector" and m.bootstrappable)
+#: metrics that rank detectors (leaderboard matrices, ``--metric``)
+RANKED: tuple[str, ...] = tuple(k for k in DETECTOR_METRICS
+                                if METRIC_SPECS[k].direction != "neither")
+LOWER_IS_BETTER: frozenset[str] = frozenset(m.key for m in METRIC_TABLE if m.direction == "lower")
+
+
+def higher_is_better(metric: str) -> bool:
+    """Direction of ``metric``: False for lower-is-better ones (``fpr95*``, ``ece``)."""
+    spec = METRIC_SPECS.get(metric)
+    return spec is None or spec.higher_is_better
+
+
+def _is_tensor(x: object) -> bool:
+    torch = sys.modules.get("torch")  # no tensor can exist before torch is imported
+    return torch is not None and isinstance(x, torch.Tensor)
 
 #: TPR at which fpr95 / fpr95_oodpos are read, and the val quantile that sets detect95's threshold
 TPR = 0.95
 VAL_QUANTILE = 0.05
 #: ECE bins (Guo et al. 2017 use 15)
 N_BINS = 15
-#: detector metrics that get a bootstrap interval per cell
-BOOTSTRAPPED = ("auroc", "aupr_in", "aupr_out", "fpr95", "fpr95_oodpos")
 
 
 # --------------------------------------------------------------------------------------------
@@ -52,7 +125,9 @@ BOOTSTRAPPED = ("auroc", "aupr_in", "aupr_out", "fpr95", "fpr95_oodpos")
 # --------------------------------------------------------------------------------------------
 def as_scores(x: ArrayLike, what: str = "scores") -> np.ndarray:
     """A 1-D float64 numpy copy of ``x``; BenchError (one line) when empty or not finite."""
-    if isinstance(x, Tensor):
+    if _is_tensor(x):
+        import torch
+
         x = x.detach().to("cpu", torch.float64).numpy()
     a = np.asarray(x, dtype=np.float64).reshape(-1)
     if a.size == 0:
@@ -81,18 +156,24 @@ def _labels_scores(s_in: np.ndarray, s_out: np.ndarray) -> tuple[np.ndarray, np.
 # --------------------------------------------------------------------------------------------
 def auroc(s_in: ArrayLike, s_out: ArrayLike) -> float:
     """P(score of an ID image > score of a shifted image), ties counted 1/2; 0.5 = chance."""
+    from sklearn.metrics import roc_auc_score
+
     y, s = _labels_scores(*_pair(s_in, s_out))
     return float(roc_auc_score(y, s))
 
 
 def aupr_in(s_in: ArrayLike, s_out: ArrayLike) -> float:
     """Average precision with ID images positive: ``sum_k (R_k - R_{k-1}) P_k``."""
+    from sklearn.metrics import average_precision_score
+
     y, s = _labels_scores(*_pair(s_in, s_out))
     return float(average_precision_score(y, s))
 
 
 def aupr_out(s_in: ArrayLike, s_out: ArrayLike) -> float:
     """Average precision with shifted images positive and ``-s`` as their score."""
+    from sklearn.metrics import average_precision_score
+
     y, s = _labels_scores(*_pair(s_in, s_out))
     return float(average_precision_score(1 - y, -s))
 
@@ -103,6 +184,8 @@ def aupr_in_trapz(s_in: ArrayLike, s_out: ArrayLike) -> float:
     Linear interpolation between PR points is optimistic (Davis & Goadrich 2006); the record
     keeps it beside :func:`aupr_in` only so numbers can be compared with those libraries.
     """
+    from sklearn.metrics import auc, precision_recall_curve
+
     y, s = _labels_scores(*_pair(s_in, s_out))
     precision, recall, _ = precision_recall_curve(y, s)
     return float(auc(recall, precision))
@@ -110,12 +193,16 @@ def aupr_in_trapz(s_in: ArrayLike, s_out: ArrayLike) -> float:
 
 def aupr_out_trapz(s_in: ArrayLike, s_out: ArrayLike) -> float:
     """Trapezoid-rule area under the shifted-positive PR curve (pytorch-ood ``AUPR-OUT``)."""
+    from sklearn.metrics import auc, precision_recall_curve
+
     y, s = _labels_scores(*_pair(s_in, s_out))
     precision, recall, _ = precision_recall_curve(1 - y, -s)
     return float(auc(recall, precision))
 
 
 def _fpr_at_tpr(y: np.ndarray, s: np.ndarray, tpr: float) -> float:
+    from sklearn.metrics import roc_curve
+
     # every unique score is a threshold (drop_intermediate=False), so ties behave as in
     # pytorch-ood; the default would drop points and can move the first point with TPR >= tpr
     fpr_curve, tpr_curve, _ = roc_curve(y, s, drop_intermediate=False)
@@ -175,6 +262,8 @@ def detector_metrics(s_in: ArrayLike, s_out: ArrayLike,
     ``s_in`` (n_in,), ``s_out`` (n_out,), ``s_val`` (n_val,): scores, higher = more ID.
     ``s_val=None`` leaves ``detect95`` and ``id_accept95`` as None (no threshold to fit).
     """
+    from sklearn.metrics import auc, average_precision_score, precision_recall_curve, roc_auc_score
+
     a, b = _pair(s_in, s_out)
     y, s = _labels_scores(a, b)
     out: dict[str, float | None] = {
@@ -205,6 +294,8 @@ def roc_points(s_in: ArrayLike, s_out: ArrayLike,
     if more remain, evenly spaced points along the curve are kept. Always starts at (0, 0) and
     ends at (1, 1).
     """
+    from sklearn.metrics import roc_curve
+
     if max_points < 2:
         raise BenchError(f"roc_points needs max_points >= 2, got {max_points}")
     y, s = _labels_scores(*_pair(s_in, s_out))
@@ -250,7 +341,8 @@ def _weighted_rank_metric(name: str, c_in: np.ndarray, c_out: np.ndarray) -> np.
     return (new_pos * precision).sum(1) / n_pos
 
 
-#: metrics that :func:`bootstrap_ci` computes for many resamples at once
+#: metrics that :func:`bootstrap_ci` computes for many resamples at once (what
+#: :func:`_weighted_rank_metric` implements; it covers :data:`BOOTSTRAPPED`)
 VECTORISED = ("auroc", "aupr_in", "aupr_out", "fpr95", "fpr95_oodpos")
 
 
@@ -314,7 +406,7 @@ def ece(confidences: ArrayLike, correct: ArrayLike, n_bins: int = N_BINS) -> flo
     ``confidences`` (n,) in [0, 1], ``correct`` (n,) bool or 0/1. Computed in float64.
     """
     conf = as_scores(confidences, "confidences")
-    if isinstance(correct, Tensor):
+    if _is_tensor(correct):
         correct = correct.detach().cpu().numpy()
     hit = np.asarray(correct, dtype=np.float64).reshape(-1)
     if hit.shape != conf.shape:
@@ -340,6 +432,8 @@ def classifier_metrics(logits: ArrayLike, labels: ArrayLike | None) -> dict[str,
     """
     if labels is None:
         return {"acc": None, "ece": None}
+    import torch
+
     z = torch.as_tensor(logits).detach().to("cpu", torch.float64)
     y = torch.as_tensor(labels).detach().to("cpu").reshape(-1).long()
     if z.ndim != 2 or z.shape[0] == 0:
@@ -357,5 +451,7 @@ def classifier_metrics(logits: ArrayLike, labels: ArrayLike | None) -> dict[str,
 __all__ = [
     "as_scores", "auroc", "aupr_in", "aupr_out", "aupr_in_trapz", "aupr_out_trapz", "fpr95",
     "fpr95_oodpos", "threshold95", "detect95", "id_accept95", "detector_metrics", "roc_points",
-    "bootstrap_ci", "ece", "classifier_metrics", "PAIR_METRICS", "VECTORISED",
+    "bootstrap_ci", "ece", "classifier_metrics", "PAIR_METRICS", "VECTORISED", "Metric",
+    "METRIC_TABLE", "METRIC_SPECS", "DETECTOR_METRICS", "CLASSIFIER_METRICS", "BOOTSTRAPPED",
+    "RANKED", "LOWER_IS_BETTER", "higher_is_better",
 ]

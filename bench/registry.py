@@ -19,7 +19,6 @@ built-in: a clash is reported with the plugin's distribution name.
 from __future__ import annotations
 
 import ast
-import difflib
 import importlib
 import importlib.metadata
 import inspect
@@ -30,7 +29,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, Generic, Iterator, TypeVar
 
-from bench.errors import BenchError
+from bench.errors import BenchError, did_you_mean
 
 log = logging.getLogger(__name__)
 
@@ -190,10 +189,15 @@ class Component:
     name: ClassVar[str] = ""
     #: set for ``prefix:ARG`` components: the constructor's first positional argument gets ARG
     takes_arg: ClassVar[bool] = False
-    #: left out of ``all`` (e.g. ``seed_mix``, which reproduces a notebook's quirks)
+    #: left out of ``all`` (``--attack all``, ``--detector all``); still usable by name
     hidden: ClassVar[bool] = False
     #: parameters the run supplies, not the user: kept in records, left out of spec labels
     context_params: ClassVar[frozenset[str]] = frozenset({"device", "data_root", "seed"})
+
+    @classmethod
+    def severity_keys(cls) -> tuple[str, ...]:
+        """The parameters a ``severity`` sets; none for components without severity tables."""
+        return ()
 
     @classmethod
     def param_names(cls) -> list[str]:
@@ -326,8 +330,7 @@ class Registry(Generic[T]):
 
     def _unknown(self, name: str) -> str:
         names = sorted(self._entries)
-        close = difflib.get_close_matches(name, names, n=1, cutoff=0.5)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
+        hint = did_you_mean(name, names)
         return f"unknown {self.kind} {name!r}{hint} (choose from: {', '.join(names)})"
 
     def items(self) -> Iterator[tuple[str, Any]]:

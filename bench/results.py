@@ -48,15 +48,11 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from bench.errors import BenchError
+# re-exported: the metric lists are derived from bench.metrics.METRIC_TABLE
+from bench.metrics import CLASSIFIER_METRICS, DETECTOR_METRICS, LOWER_IS_BETTER
 
 SCHEMA = "shiftbench.result"
 SCHEMA_VERSION = 1
-
-DETECTOR_METRICS = ("auroc", "aupr_in", "aupr_out", "fpr95", "fpr95_oodpos", "detect95",
-                    "id_accept95")
-CLASSIFIER_METRICS = ("acc", "ece", "attack_success")
-#: lower is better for these
-LOWER_IS_BETTER = frozenset({"fpr95", "fpr95_oodpos", "ece"})
 
 REQUIRED = {
     "schema": str, "schema_version": int, "cell_id": str, "status": str, "seed": int,

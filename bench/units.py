@@ -320,11 +320,10 @@ def _shifted_views(ctx: Context, unit: Unit, paths: Paths) -> Shifted:
     else:
         g = torch.Generator().manual_seed(unit.seed)  # a fresh generator per shift (METHODS.md §5)
         t = time.perf_counter()
-        kwargs = {"index": ctx.test_index} if shift.needs_index else {}
         with progress.task(f"shift: {unit.spec}", None):
             xs = shift(to_float01(ctx.test_images).to(ctx.device), ctx.test_labels.to(ctx.device),
                        model=ctx.model if shift.needs_model else None, generator=g,
-                       **kwargs).detach().cpu()
+                       index=ctx.test_index).detach().cpu()
         extra = {"shift_s": time.perf_counter() - t, "png": png_grid(xs),
                  "images": xs if ctx.keep_images else None}
         v = forward_views(ctx.model, xs, name=name, batch_size=ctx.batch_size, device=ctx.device)

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 if TYPE_CHECKING:
-    from bench.models import Classifier
+    from bench.models.base import Classifier
 
 
 def to_float01(images: Tensor) -> Tensor:

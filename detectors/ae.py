@@ -86,6 +86,7 @@ class AE(Detector):
     """
 
     needs: ClassVar[frozenset[str]] = frozenset({"images"})
+    differentiable: ClassVar[bool] = True
     cacheable: ClassVar[bool] = True
     reconstructs: ClassVar[bool] = True
     #: images per forward pass when scoring / reconstructing

@@ -29,6 +29,9 @@ class Detector(Component):
     cacheable: ClassVar[bool] = False
     #: True when :meth:`reconstruct` returns images (shown beside the shifted ones on the board)
     reconstructs: ClassVar[bool] = False
+    #: True when the score is a differentiable function of the input pixels (through the
+    #: classifier or the detector's own network); declared for adaptive attacks, not read yet
+    differentiable: ClassVar[bool] = False
     #: detectors whose fit draws random numbers take ``seed`` as a constructor parameter; the run
     #: passes each value of ``--seeds``. This default serves those that draw none.
     seed: int = 0

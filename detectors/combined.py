@@ -9,26 +9,13 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-import torch
 from torch import Tensor
 
 from bench.errors import BenchError
 from bench.registry import DETECTORS
 from bench.views import Views
+from bench.detectors.msp import log_msp  # re-exported: combined's score uses it
 from bench.detectors.zhou import Zhou
-
-
-def log_msp(logits: Tensor) -> Tensor:
-    """log max softmax(z), t = 1, float64, (N, K) -> (N,), exact where MSP rounds to 1.0.
-
-    ``log MSP = -log1p(sum_{j != argmax} exp(z_j - z_max))`` (METHODS.md §5): float64 MSP still
-    ties at 1.0 for confident images; this keeps their order. Ties at the maximum count once as
-    the argmax and once in the sum (exp(0) = 1), which is exact.
-    """
-    z = logits.to(torch.float64)
-    top, arg = z.max(dim=1, keepdim=True)
-    rest = (z - top).exp().scatter(1, arg, 0.0).sum(1)
-    return -torch.log1p(rest)
 
 
 @DETECTORS.register("combined")
@@ -50,6 +37,7 @@ class Combined(Zhou):
     """
 
     needs: ClassVar[frozenset[str]] = frozenset({"features", "labels", "logits", "model"})
+    differentiable: ClassVar[bool] = True
 
     def __init__(self, *, ent: float = 0.01, beta: float = 0.1, lam: float = 1.0,
                  T: float = 100.0, eps: float = 10.0, epochs: int = 30, lr: float = 1e-3,

@@ -25,6 +25,7 @@ class Energy(Detector):
     """
 
     needs: ClassVar[frozenset[str]] = frozenset({"logits"})
+    differentiable: ClassVar[bool] = True
 
     def __init__(self, *, t: float = 1.0):
         self.t = check_temperature("energy", t)

@@ -45,6 +45,7 @@ class Mahalanobis(Detector):
     """
 
     needs: ClassVar[frozenset[str]] = frozenset({"features", "labels"})
+    differentiable: ClassVar[bool] = True
 
     def __init__(self) -> None:
         pass

@@ -62,6 +62,7 @@ class MSP(Detector):
     """
 
     needs: ClassVar[frozenset[str]] = frozenset({"logits"})
+    differentiable: ClassVar[bool] = True
 
     def __init__(self, *, t: float = 1.0, log: bool = True):
         self.t = check_temperature("msp", t)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import difflib
 import inspect
 from typing import Any, Callable, ClassVar, Iterator
 
@@ -12,7 +11,8 @@ import torch
 from torch import Tensor, nn
 
 from bench.detectors.base import DETECTORS, Detector
-from bench.errors import BenchError
+from bench.errors import BenchError, did_you_mean
+from bench.models.base import model_device
 from bench.views import Views, to_float01
 
 _INSTALL = "install it with: pip install 'shiftbench[ood-extra]'"
@@ -75,11 +75,6 @@ def _float64_default() -> Iterator[None]:
         torch.set_default_dtype(old)
 
 
-def _model_device(model: nn.Module) -> torch.device:
-    p = next(iter(model.parameters()), None)
-    return p.device if p is not None else torch.device("cpu")
-
-
 @DETECTORS.register("pood")
 class Pood(Detector):
     """Any pytorch-ood detector on the cached views: ``pood:KNN(k=50)``, ``pood:ViM(d=32)``.
@@ -134,8 +129,7 @@ class Pood(Detector):
         self.params = dict(params)
         names = detector_names()
         if arg not in names:
-            close = difflib.get_close_matches(arg, names, n=3, cutoff=0.5)
-            hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+            hint = did_you_mean(arg, names, n=3)
             raise BenchError(f"pytorch-ood has no detector {arg!r}{hint} "
                              f"(choose from: {', '.join(names)})")
         cls = getattr(mod, arg)
@@ -265,7 +259,7 @@ class Pood(Detector):
         elif self._kind == "feature_maps":
             det.fit_feature_maps(_maps(self._features(fit)), y)
         else:  # MahalanobisODIN: class means from cached features, float32 on the model's device
-            dev = _model_device(fit.model)  # type: ignore[arg-type]
+            dev = model_device(fit.model)  # type: ignore[arg-type]
             det.fit_features(self._features(fit).to(dev), y.to(dev))
 
     def score(self, views: Views) -> Tensor:
@@ -288,7 +282,7 @@ class Pood(Detector):
         if views.images is None or model is None:
             raise RuntimeError(f"pood:{self.arg} scores images through the model; views "
                                f"{views.name!r} carry {'no images' if views.images is None else 'no model'}")
-        dev = _model_device(model)
+        dev = model_device(model)
         was_training = model.training
         model.eval()
         try:

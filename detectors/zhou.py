@@ -127,6 +127,7 @@ class Zhou(Detector):
     """
 
     needs: ClassVar[frozenset[str]] = frozenset({"features", "labels", "model"})
+    differentiable: ClassVar[bool] = True
     cacheable: ClassVar[bool] = True
     #: rows per chunk when computing statistics (bounds memory for large sets)
     chunk: ClassVar[int] = 8192

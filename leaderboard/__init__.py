@@ -7,11 +7,10 @@
 
 from __future__ import annotations
 
-import difflib
 from pathlib import Path
 from typing import Any, Callable
 
-from bench.errors import BenchError
+from bench.errors import BenchError, did_you_mean
 from bench.leaderboard.core import METRICS, Board, build
 from bench.results import atomic_write_text, load_records
 
@@ -23,9 +22,8 @@ __all__ = ["FORMATS", "METRICS", "Board", "build", "render"]
 def _choice(kind: str, value: str, options: tuple[str, ...], flag: str) -> None:
     if value in options:
         return
-    close = difflib.get_close_matches(value, options, n=1)
-    hint = f"did you mean `{flag} {close[0]}`? " if close else ""
-    raise BenchError(f"unknown {kind} {value!r}; {hint}choose one of: {', '.join(options)}")
+    hint = did_you_mean(value, options, cutoff=0.6, show=lambda c: f"`{flag} {c}`")
+    raise BenchError(f"unknown {kind} {value!r}{hint} (choose one of: {', '.join(options)})")
 
 
 def render(results_dir: Path | str, *, fmt: str = "terminal", metric: str = "auroc",

@@ -15,7 +15,7 @@ together, and computes:
 * per shift name with several severities, each detector's metric against severity.
 
 Failed records (``status == "failed"``) are kept: their cells say so instead of silently vanishing.
-Metric direction comes from :data:`bench.results.LOWER_IS_BETTER` (``fpr95*`` and ``ece``).
+Metric keys, names and direction come from :data:`bench.metrics.METRIC_TABLE`.
 """
 
 from __future__ import annotations
@@ -28,27 +28,17 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from bench.results import LOWER_IS_BETTER
+from bench.metrics import CLASSIFIER_METRICS, METRIC_TABLE, RANKED, higher_is_better
 
 #: metrics that get a detector x shift matrix (and may be chosen with ``--metric``)
-METRICS: tuple[str, ...] = ("auroc", "aupr_in", "aupr_out", "fpr95", "fpr95_oodpos", "detect95")
+METRICS: tuple[str, ...] = RANKED
 #: classifier numbers per shift (METHODS §2)
-CLASSIFIER_KEYS: tuple[str, ...] = ("acc", "ece", "attack_success")
+CLASSIFIER_KEYS: tuple[str, ...] = CLASSIFIER_METRICS
 #: column order of shift groups; anything else sorts after them under its own name
 GROUP_ORDER: tuple[str, ...] = ("ood", "corruption", "attack", "anomaly mix")
 PROXIMITY_ORDER: tuple[str, ...] = ("near", "far")
 
-METRIC_LABELS: dict[str, str] = {
-    "auroc": "AUROC", "aupr_in": "AUPR-In", "aupr_out": "AUPR-Out", "fpr95": "FPR@95TPR (ID+)",
-    "fpr95_oodpos": "FPR@95TPR (OOD+)", "detect95": "Detected @95% val accept",
-    "id_accept95": "ID accepted @95% val", "acc": "accuracy", "ece": "ECE",
-    "attack_success": "attack success",
-}
-
-
-def higher_is_better(metric: str) -> bool:
-    """Direction of a metric: ``fpr95``, ``fpr95_oodpos`` and ``ece`` are lower-is-better."""
-    return metric not in LOWER_IS_BETTER
+METRIC_LABELS: dict[str, str] = {m.key: m.title for m in METRIC_TABLE}
 
 
 def scope_label(scope: str) -> str:

@@ -356,3 +356,16 @@ def test_cifar10c_mistakes(c10c_root, tmp_path):
         SHIFTS.create("cifar10c:fog(severity=6)", data_root=root)
     with pytest.raises(BenchError, match="outside the 20 images"):
         shift(x, y, generator=_gen(), index=torch.tensor([0, 1, 25]))
+
+
+# ---------------------------------------------------------------------------------------------
+# the runner's one call, with index, for the adapters
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("spec", ["albu:GaussNoise", "torchattacks:FGSM"])
+def test_adapters_accept_the_runners_call_with_index(spec, model):
+    pytest.importorskip("albumentations" if spec.startswith("albu") else "torchattacks")
+    x, y = _images(4), torch.tensor([0, 1, 2, 0])
+    shift = SHIFTS.create(spec)
+    assert not shift.needs_index
+    out = shift(x, y, model=model, generator=_gen(), index=torch.arange(4))
+    torch.testing.assert_close(out, shift(x, y, model=model, generator=_gen()), rtol=0, atol=0)

@@ -327,3 +327,45 @@ def test_classifier_metrics_random_against_reference():
     out = M.classifier_metrics(z, y)
     assert out["acc"] == pytest.approx(np.mean(pred == y.numpy()))
     assert out["ece"] == pytest.approx(_ece_reference(p.max(1), pred == y.numpy()), abs=1e-14)
+
+
+# --------------------------------------------------------------------------------------------
+# the metric table
+# --------------------------------------------------------------------------------------------
+def test_metric_table_is_the_single_source():
+    keys = [m.key for m in M.METRIC_TABLE]
+    assert len(keys) == len(set(keys))
+    # every key a record's metrics dict holds (detector_metrics) has a row, and nothing else
+    rec = M.detector_metrics([1.0, 2.0, 3.0], [0.0, 1.5], [1.0, 2.0, 3.0])
+    assert set(rec) == {m.key for m in M.METRIC_TABLE if m.kind == "detector"}
+    assert M.DETECTOR_METRICS == ("auroc", "aupr_in", "aupr_out", "fpr95", "fpr95_oodpos",
+                                  "detect95", "id_accept95")
+    assert M.CLASSIFIER_METRICS == ("acc", "ece", "attack_success")
+    assert M.LOWER_IS_BETTER == {"fpr95", "fpr95_oodpos", "ece"}
+    assert M.BOOTSTRAPPED == ("auroc", "aupr_in", "aupr_out", "fpr95", "fpr95_oodpos")
+    # bootstrapping every record stays cheap only while each interval is vectorised
+    assert set(M.BOOTSTRAPPED) <= set(M.VECTORISED)
+    assert all(k in M.PAIR_METRICS for k in M.BOOTSTRAPPED)
+
+
+def test_metric_directions():
+    assert M.higher_is_better("auroc") and M.higher_is_better("detect95")
+    assert not M.higher_is_better("fpr95") and not M.higher_is_better("ece")
+    assert M.METRIC_SPECS["id_accept95"].direction == "neither"
+    with pytest.raises(Exception):  # frozen
+        M.METRIC_SPECS["auroc"].direction = "lower"
+
+
+def test_derived_lists_stay_importable_where_they_were():
+    from bench import cli, results
+    from bench.leaderboard import core
+
+    assert results.DETECTOR_METRICS is M.DETECTOR_METRICS
+    assert results.CLASSIFIER_METRICS is M.CLASSIFIER_METRICS
+    assert results.LOWER_IS_BETTER is M.LOWER_IS_BETTER
+    assert cli.PCT_METRICS == ("auroc", "aupr_in", "aupr_out", "fpr95", "detect95")
+    assert [cli.HEADERS[k] for k in cli.PCT_METRICS + cli.CLASSIFIER_COLUMNS] == [
+        "AUROC", "AUPRin", "AUPRout", "FPR95", "Det95", "acc", "ECE"]
+    assert core.METRICS == ("auroc", "aupr_in", "aupr_out", "fpr95", "fpr95_oodpos", "detect95")
+    assert core.METRIC_LABELS["fpr95"] == "FPR@95TPR (ID+)"
+    assert core.METRIC_LABELS["detect95"] == "Detected @95% val accept"

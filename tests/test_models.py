@@ -481,3 +481,40 @@ def test_augment_batch_is_a_padded_crop_and_flip_per_image():
     assert len({m[:2] for m in found}) > 10 and {m[2] for m in found} == {False, True}
     same = augment_batch(x, pad=pad, flip=True, generator=torch.Generator().manual_seed(1))
     torch.testing.assert_close(out, same, rtol=0, atol=0)
+
+
+def test_models_base_train_views_form_no_import_cycle():
+    """bench.models imports train and zoo; none of those (nor views) may import bench.models back."""
+    import ast
+    import importlib.util
+
+    def bench_imports(module: str) -> set[str]:
+        tree = ast.parse(open(importlib.util.find_spec(module).origin).read())
+        out = set()
+        for node in ast.walk(tree):  # function-level and TYPE_CHECKING imports count too
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("bench"):
+                out |= {f"{node.module}.{a.name}" if node.module == "bench.models"
+                        and a.name in ("train", "zoo", "base") else node.module
+                        for a in node.names}
+        return out
+
+    for module in ("bench.models.base", "bench.models.train", "bench.models.zoo", "bench.views"):
+        deps = bench_imports(module)
+        assert "bench.models" not in deps, (module, deps)
+        assert not {"bench.models.train", "bench.models.zoo"} & deps - {module}, (module, deps)
+    assert bench_imports("bench.models") >= {"bench.models.base", "bench.models.train"}
+
+
+def test_model_device_and_file_sha256_have_one_home(tmp_path):
+    from bench.cache import file_sha256
+    from bench.models import sha256_file
+    from bench.models.base import model_device
+
+    assert sha256_file is file_sha256
+    p = tmp_path / "w.bin"
+    p.write_bytes(b"x" * 3000)
+    assert file_sha256(p) == hashlib.sha256(b"x" * 3000).hexdigest()
+    assert model_device(torch.nn.Linear(2, 2)) == torch.device("cpu")
+    assert model_device(torch.nn.ReLU()) == torch.device("cpu")  # no parameters: CPU
+    bn = torch.nn.BatchNorm1d(2, affine=False).to("meta")          # buffers only
+    assert model_device(bn) == torch.device("meta")

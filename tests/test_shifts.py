@@ -125,9 +125,9 @@ def test_registered_with_groups_and_model_needs():
         assert issubclass(cls, Shift) and cls.name == name
         assert cls.group == group
         assert cls.needs_model == (name in ("fgsm", "pgd", "mix", "seed_mix"))
-    assert Mix.parts == ("gaussian_noise", "salt_pepper", "fgsm", "brightness_contrast",
-                         "pixel_dropout")
-    assert SeedMix.hidden and not getattr(Mix, "hidden", False)
+    assert [p.name for p in Mix().part_shifts()] == ["gaussian_noise", "salt_pepper", "fgsm",
+                                                     "brightness_contrast", "pixel_dropout"]
+    assert SeedMix.hidden and not Mix.hidden
     assert FGSM().successful_only is False and PGD(successful_only=True).successful_only is True
 
 
@@ -577,3 +577,62 @@ def test_cuda_matches_cpu(model):
     a = run(PGD(eps=8 / 255, batch_size=5), x.to(dev), y.to(dev), mgpu, seed=42)
     b = run(PGD(eps=8 / 255, batch_size=64), x.to(dev), y.to(dev), mgpu, seed=42)
     assert ((a - b).abs() > 1e-5).double().mean() < 0.01
+
+
+# --------------------------------------------------------------------------------------------
+# the runner's one call: shift(x, y, model=model, generator=g, index=positions)
+# --------------------------------------------------------------------------------------------
+BUILTIN = [n for n in SHIFTS.names() if not SHIFTS.get(n).takes_arg]
+
+
+@pytest.mark.parametrize("name", BUILTIN)
+def test_every_builtin_shift_accepts_the_runners_call(name, model):
+    """The index is passed to every shift; those without ``needs_index`` ignore it."""
+    x, y = images(8), labels(8)
+    cls = SHIFTS.get(name)
+    assert cls.needs_index is False
+    shift = cls(batch_size=4) if "batch_size" in cls.param_names() else cls()
+    with_index = shift(x, y, model=model, generator=gen(), index=torch.arange(8) + 100)
+    torch.testing.assert_close(with_index, run(shift, x, y, model), rtol=0, atol=0)
+
+
+class _Lookup(Shift):
+    """A toy shift that reads the images' positions (like cifar10c): x + index / 1000."""
+
+    name = "lookup_test"
+    needs_index = True
+
+    def apply(self, x, y, *, model, generator, index):
+        return x + index.to(x.dtype)[:, None, None, None] / 1000
+
+
+class _NoIndex(Shift):
+    name = "no_index_test"
+
+    def apply(self, x, y, *, model, generator):  # the old signature: no index parameter
+        return x * 0.5
+
+
+def test_needs_index_gets_the_index_and_others_never_see_it():
+    x, y = images(4), labels(4)
+    out = _Lookup()(x, y, generator=gen(), index=torch.tensor([0, 1, 2, 3]))
+    torch.testing.assert_close(out, (x + torch.arange(4.0)[:, None, None, None] / 1000).clamp(0, 1))
+    with pytest.raises(BenchError, match="test-split index"):
+        _Lookup()(x, y, generator=gen())
+    torch.testing.assert_close(_NoIndex()(x, y, generator=gen(), index=torch.arange(4)), x * 0.5)
+
+
+def test_capability_flags_have_base_defaults():
+    """Every flag the runner reads off a component class is declared on its base class."""
+    from bench.datasets.base import Dataset
+    from bench.detectors.base import Detector
+    from bench.registry import Component
+
+    assert (Shift.needs_model, Shift.needs_index, Shift.successful_only, Shift.group,
+            Shift.severity, Shift.hidden, Shift.takes_arg) == (False, False, False, CORRUPTION,
+                                                               None, False, False)
+    assert Shift.severity_keys() == () and Component.severity_keys() == ()
+    assert (Detector.needs, Detector.cacheable, Detector.differentiable, Detector.hidden) == (
+        frozenset({"logits"}), False, False, False)
+    assert (Dataset.is_id, Dataset.proximity, Dataset.hidden, Dataset.takes_arg) == (
+        False, None, False, False)

@@ -28,7 +28,7 @@ from sklearn.model_selection import train_test_split
 from torch import Tensor
 
 from bench.errors import BenchError
-from bench.models import CHECKPOINT_FORMAT, Architecture, Classifier, resolve_norm
+from bench.models.base import CHECKPOINT_FORMAT, Architecture, Classifier, resolve_norm
 from bench.registry import MODELS, parse_spec
 from bench.results import atomic_write_bytes
 from bench.views import to_float01

@@ -12,14 +12,13 @@ normalisation, as measured in shared/data/MANIFEST.md (sections 2 and 2b).
 
 from __future__ import annotations
 
-import difflib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from torch.hub import download_url_to_file
 
-from bench.errors import BenchError
+from bench.errors import BenchError, did_you_mean
 
 _AKAMASTER = ("https://github.com/akamaster/pytorch_resnet_cifar10/raw/master/"
               "pretrained_models/")
@@ -118,8 +117,7 @@ def lookup(ref: str, *, arch: str) -> ZooEntry:
     entry = next((e for e in ZOO if e.name == name), None)
     if entry is None:
         names = [e.name for e in ZOO]
-        close = difflib.get_close_matches(name, names, n=1, cutoff=0.5)
-        hint = f"; did you mean zoo:{close[0]}?" if close else ""
+        hint = did_you_mean(name, names, show=lambda c: f"zoo:{c}")
         raise BenchError(f"unknown zoo checkpoint {name!r}{hint} (choose from: "
                          f"{', '.join('zoo:' + n for n in names)})")
     if entry.arch != arch:
@@ -134,11 +132,11 @@ def _shared_hint(entry: ZooEntry) -> str:
 
 def fetch(entry: ZooEntry, *, download: bool = True, home: Path | None = None) -> Path:
     """The cached file of ``entry``; downloads and hash-checks it first when it is missing."""
-    from bench.models import sha256_file
+    from bench.cache import file_sha256
 
     path = cached_path(entry, home)
     if path.is_file():
-        digest = sha256_file(path)
+        digest = file_sha256(path)
         if digest != entry.sha256:
             raise BenchError(f"cached {path} has sha256 {digest[:12]}..., expected "
                              f"{entry.sha256[:12]}...: delete it and try again")
@@ -158,7 +156,7 @@ def fetch(entry: ZooEntry, *, download: bool = True, home: Path | None = None) -
             raise BenchError(f"could not download zoo:{entry.name} from {entry.url} "
                              f"({type(exc).__name__}: {exc}); offline? pass --weights PATH to "
                              f"a local copy, e.g. {_shared_hint(entry)}") from None
-        digest = sha256_file(tmp)
+        digest = file_sha256(tmp)
         if digest != entry.sha256:
             raise BenchError(f"download of zoo:{entry.name} from {entry.url} has sha256 "
                              f"{digest[:12]}..., expected {entry.sha256[:12]}...: file discarded")

@@ -73,3 +73,11 @@ def test_knn_rejects_k_larger_than_fit_set():
         KNN(k=10).fit(Views("fit", features=torch.randn(5, 3, dtype=torch.float64)), Views("val"))
     with pytest.raises(BenchError):
         KNN(k=0)
+
+
+def test_jpeg_accepts_the_runners_call_with_index():
+    """bench run calls every shift as shift(x, y, model=..., generator=g, index=positions)."""
+    x, y = _images(), torch.zeros(6, dtype=torch.long)
+    out = JPEGCompression(quality=50)(x, y, model=None, generator=torch.Generator(),
+                                      index=torch.arange(6))
+    torch.testing.assert_close(out, JPEGCompression(quality=50)(x, y, generator=torch.Generator()))

@@ -1,0 +1,113 @@
+"""bench.views: one forward pass per set, checked against a NumPy forward pass of a real model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from bench.models import Classifier
+from bench.views import Views, compute_views, to_float01
+
+MEAN, STD = (0.5, 0.25, 0.75), (0.2, 0.3, 0.4)
+
+
+class MLP(nn.Module):
+    """features = relu(W1 x + b1) on flattened pixels, fc = W2 f + b2."""
+
+    def __init__(self, d_in: int, hidden: int, k: int):
+        super().__init__()
+        self.body = nn.Linear(d_in, hidden)
+        self.fc = nn.Linear(hidden, k)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x.flatten(1)).relu()
+
+
+@pytest.fixture(scope="module")
+def model() -> Classifier:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        net = MLP(3 * 5 * 5, 16, 4)
+    return Classifier(net, mean=MEAN, std=STD, num_classes=4).eval()
+
+
+@pytest.fixture(scope="module")
+def images() -> torch.Tensor:
+    g = torch.Generator().manual_seed(1)
+    return torch.randint(0, 256, (23, 3, 5, 5), generator=g, dtype=torch.uint8)
+
+
+def numpy_forward(model: Classifier, images_u8: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The same network in float64 NumPy: normalise, flatten, hidden layer, ReLU, head."""
+    w1, b1 = (p.detach().double().numpy() for p in (model.net.body.weight, model.net.body.bias))
+    w2, b2 = (p.detach().double().numpy() for p in (model.net.fc.weight, model.net.fc.bias))
+    x = images_u8.astype(np.float64) / 255.0
+    x = (x - np.array(MEAN)[None, :, None, None]) / np.array(STD)[None, :, None, None]
+    f = np.maximum(x.reshape(len(x), -1) @ w1.T + b1, 0.0)
+    return f @ w2.T + b2, f
+
+
+def test_compute_views_equals_a_numpy_forward_pass(model, images):
+    labels = torch.arange(23) % 4
+    v = compute_views(model, images, name="test", labels=labels, batch_size=5)
+    want_z, want_f = numpy_forward(model, images.numpy())
+    assert v.logits.dtype == v.features.dtype == torch.float64
+    assert v.logits.shape == (23, 4) and v.features.shape == (23, 16)
+    # the model runs in float32: agreement to float32 rounding
+    np.testing.assert_allclose(v.logits.numpy(), want_z, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(v.features.numpy(), want_f, rtol=1e-5, atol=1e-5)
+    assert v.labels is labels and v.model is model and v.images is None and v.name == "test"
+    assert len(v) == 23
+
+
+def test_float_images_are_taken_as_they_are(model, images):
+    v_u8 = compute_views(model, images, name="u8")
+    v_f = compute_views(model, images.float() / 255.0, name="f32")
+    torch.testing.assert_close(v_u8.logits, v_f.logits, rtol=0, atol=0)
+    assert to_float01(images).dtype == torch.float32
+    assert float(to_float01(torch.tensor([255], dtype=torch.uint8))) == 1.0
+
+
+@pytest.mark.parametrize("batch_size", [1, 4, 23, 1000])
+def test_views_do_not_depend_on_the_batch_size(model, images, batch_size):
+    ref = compute_views(model, images, name="ref", batch_size=7)
+    v = compute_views(model, images, name="b", batch_size=batch_size)
+    torch.testing.assert_close(v.logits, ref.logits, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(v.features, ref.features, rtol=1e-6, atol=1e-6)
+
+
+def test_progress_counts_every_image_once(model, images):
+    seen: list[int] = []
+    compute_views(model, images, name="p", batch_size=10, progress=seen.append)
+    assert seen == [10, 10, 3]
+
+
+def test_empty_set(model):
+    v = compute_views(model, torch.zeros(0, 3, 5, 5, dtype=torch.uint8), name="empty")
+    assert v.logits.shape == (0, 4) and len(v) == 0
+
+
+def test_subset_equals_the_views_of_the_subset(model, images):
+    labels = torch.arange(23) % 4
+    index = torch.arange(100, 123)
+    full = compute_views(model, images, name="full", labels=labels, keep_images=True,
+                         index=index)
+    rows = torch.tensor([3, 0, 22, 7])
+    sub = full.subset(rows, name="part")
+    direct = compute_views(model, images[rows], name="part", labels=labels[rows],
+                           keep_images=True, index=index[rows])
+    for field in ("logits", "features"):
+        torch.testing.assert_close(getattr(sub, field), getattr(direct, field), rtol=1e-6,
+                                   atol=1e-6)
+    for field in ("labels", "images", "index"):
+        assert torch.equal(getattr(sub, field), getattr(direct, field))
+    assert sub.name == "part" and sub.model is model and len(sub) == 4
+    assert full.subset(rows).name == "full"   # the name stays unless given
+
+
+def test_len_uses_whatever_field_is_present():
+    assert len(Views("x", labels=torch.zeros(5))) == 5
+    assert len(Views("x", images=torch.zeros(2, 1, 3, 3))) == 2
+    assert len(Views("x")) == 0
