@@ -53,8 +53,9 @@ class Metric:
     leaderboard. ``direction`` is ``"higher"`` or ``"lower"`` (is better), or ``"neither"``
     for numbers that describe the run rather than rank detectors (``id_accept95`` should be
     about 0.95; ``attack_success`` measures the attack). ``bootstrappable``: the record holds
-    a bootstrap 95 % interval for it. ``kind``: ``"detector"`` (a function of the scores) or
-    ``"classifier"`` (the classifier on the shifted set). ``summary``: a column of ``bench
+    a bootstrap 95 % interval for it. ``kind``: ``"detector"`` (a function of the scores),
+    ``"classifier"`` (the classifier on the shifted set) or ``"failure"`` (the score against
+    the classifier's correctness, a record's ``failure`` block). ``summary``: a column of ``bench
     run``'s table. ``secondary``: kept in records for comparison with other libraries only.
     """
 
@@ -63,7 +64,7 @@ class Metric:
     title: str
     direction: Literal["higher", "lower", "neither"]
     bootstrappable: bool = False
-    kind: Literal["detector", "classifier"] = "detector"
+    kind: Literal["detector", "classifier", "failure"] = "detector"
     summary: bool = False
     secondary: bool = False
 
@@ -86,6 +87,13 @@ METRIC_TABLE: tuple[Metric, ...] = (
     Metric("acc", "acc", "accuracy", "higher", kind="classifier", summary=True),
     Metric("ece", "ECE", "ECE", "lower", kind="classifier", summary=True),
     Metric("attack_success", "ASR", "attack success", "neither", kind="classifier"),
+    Metric("fd_auroc", "FD-AUROC", "failure detection AUROC (correct+)", "higher",
+           kind="failure"),
+    Metric("aurc", "AURC", "area under risk-coverage", "lower", kind="failure"),
+    Metric("e_aurc", "E-AURC", "excess AURC", "lower", kind="failure"),
+    Metric("risk80", "risk@80", "selective risk at 80% coverage", "lower", kind="failure"),
+    Metric("risk90", "risk@90", "selective risk at 90% coverage", "lower", kind="failure"),
+    Metric("risk95", "risk@95", "selective risk at 95% coverage", "lower", kind="failure"),
 )
 #: key -> :class:`Metric`
 METRIC_SPECS: dict[str, Metric] = {m.key: m for m in METRIC_TABLE}
@@ -101,6 +109,8 @@ BOOTSTRAPPED: tuple[str, ...] = tuple(m.key for m in METRIC_TABLE
 RANKED: tuple[str, ...] = tuple(k for k in DETECTOR_METRICS
                                 if METRIC_SPECS[k].direction != "neither")
 LOWER_IS_BETTER: frozenset[str] = frozenset(m.key for m in METRIC_TABLE if m.direction == "lower")
+#: failure-detection numbers of a record's ``failure`` block
+FAILURE_METRICS: tuple[str, ...] = tuple(m.key for m in METRIC_TABLE if m.kind == "failure")
 
 
 def higher_is_better(metric: str) -> bool:
@@ -448,10 +458,113 @@ def classifier_metrics(logits: ArrayLike, labels: ArrayLike | None) -> dict[str,
     return {"acc": float(correct.mean()), "ece": ece(conf.numpy(), correct)}
 
 
+
+# --------------------------------------------------------------------------------------------
+# failure detection: does the score flag the images the classifier gets wrong?
+# --------------------------------------------------------------------------------------------
+#: coverages at which the selective risk is reported (``risk80``, ``risk90``, ``risk95``)
+COVERAGES = (0.80, 0.90, 0.95)
+#: points kept of a risk-coverage curve in a record
+N_RC_POINTS = 200
+
+
+def _correct_flags(correct: ArrayLike, n: int) -> np.ndarray:
+    if _is_tensor(correct):
+        correct = correct.detach().cpu().numpy()
+    c = np.asarray(correct).reshape(-1)
+    if c.size != n:
+        raise BenchError(f"failure detection: {n} scores but {c.size} correct flags")
+    return c.astype(bool)
+
+
+def risk_coverage(scores: ArrayLike, correct: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+    """Selective risk at every coverage ``k/n`` (k = 1..n), accepting the k highest scores.
+
+    ``risk(k) = (errors among the k most confident) / k``. Images with tied scores enter
+    together: inside a tie group the errors count in expectation over a random order of the
+    group, ``errors_before + (k - start) * group_errors / group_size`` (so a constant score
+    gives the base error rate at every coverage, not an order-dependent curve).
+    Returns (coverage, risk), both (n,) float64.
+    """
+    s = as_scores(scores, "failure-detection scores")
+    err = (~_correct_flags(correct, s.size)).astype(np.float64)
+    order = np.argsort(-s, kind="stable")
+    s_sorted, e_sorted = s[order], err[order]
+    n = s.size
+    starts = np.r_[0, np.flatnonzero(np.diff(s_sorted) != 0) + 1]
+    ends = np.r_[starts[1:], n]
+    group_err = np.add.reduceat(e_sorted, starts)
+    err_before = np.r_[0.0, np.cumsum(group_err)[:-1]]
+    k = np.arange(1, n + 1)
+    g = np.searchsorted(ends, k, side="left")
+    errors = err_before[g] + (k - starts[g]) * group_err[g] / (ends[g] - starts[g])
+    return k / n, errors / k
+
+
+def aurc(scores: ArrayLike, correct: ArrayLike) -> float:
+    """Area under the risk-coverage curve (Geifman et al. 2019): ``mean_k risk(k)``. Lower = better."""
+    return float(risk_coverage(scores, correct)[1].mean())
+
+
+def aurc_optimal(correct: ArrayLike) -> float:
+    """AURC of the best possible ranking (every correct image before every error), exactly:
+    ``mean_k max(0, k - n_correct) / k``."""
+    c = _correct_flags(correct, np.asarray(correct).size)
+    k = np.arange(1, c.size + 1)
+    return float((np.maximum(0, k - int(c.sum())) / k).mean())
+
+
+def e_aurc(scores: ArrayLike, correct: ArrayLike) -> float:
+    """Excess AURC (Geifman et al. 2019): ``aurc - aurc_optimal``; 0 for a perfect ranking."""
+    return aurc(scores, correct) - aurc_optimal(correct)
+
+
+def selective_risk(scores: ArrayLike, correct: ArrayLike, coverage: float) -> float:
+    """Risk among the ``ceil(coverage * n)`` most confident images (ties in expectation)."""
+    cov, risk = risk_coverage(scores, correct)
+    k = max(1, int(np.ceil(coverage * cov.size - 1e-9)))
+    return float(risk[k - 1])
+
+
+def fd_auroc(scores: ArrayLike, correct: ArrayLike) -> float | None:
+    """AUROC of the score for correct (positive) vs wrong predictions; None with only one kind."""
+    from sklearn.metrics import roc_auc_score
+
+    s = as_scores(scores, "failure-detection scores")
+    c = _correct_flags(correct, s.size)
+    if c.all() or not c.any():
+        return None
+    return float(roc_auc_score(c.astype(np.int64), s))
+
+
+def failure_metrics(scores: ArrayLike, correct: ArrayLike) -> dict[str, float | int | None]:
+    """Failure detection of one set (Jaeger et al. 2023): ``fd_auroc``, ``aurc``, ``e_aurc``,
+    ``risk80/90/95`` (selective risk at those coverages), ``n`` and ``n_errors``."""
+    s = as_scores(scores, "failure-detection scores")
+    c = _correct_flags(correct, s.size)
+    cov, risk = risk_coverage(s, c)
+    out: dict[str, float | int | None] = {"fd_auroc": fd_auroc(s, c), "aurc": float(risk.mean())}
+    out["e_aurc"] = out["aurc"] - aurc_optimal(c)
+    for q in COVERAGES:
+        out[f"risk{round(q * 100)}"] = float(risk[max(1, int(np.ceil(q * s.size - 1e-9))) - 1])
+    out["n"], out["n_errors"] = int(s.size), int((~c).sum())
+    return out
+
+
+def rc_points(scores: ArrayLike, correct: ArrayLike,
+              n_points: int = N_RC_POINTS) -> tuple[list[float], list[float]]:
+    """At most ``n_points`` (coverage, risk) points of the curve, evenly spaced in k, for plots."""
+    cov, risk = risk_coverage(scores, correct)
+    idx = np.unique(np.linspace(0, cov.size - 1, min(n_points, cov.size)).round().astype(int))
+    return [float(v) for v in cov[idx]], [float(v) for v in risk[idx]]
+
+
 __all__ = [
     "as_scores", "auroc", "aupr_in", "aupr_out", "aupr_in_trapz", "aupr_out_trapz", "fpr95",
     "fpr95_oodpos", "threshold95", "detect95", "id_accept95", "detector_metrics", "roc_points",
     "bootstrap_ci", "ece", "classifier_metrics", "PAIR_METRICS", "VECTORISED", "Metric",
     "METRIC_TABLE", "METRIC_SPECS", "DETECTOR_METRICS", "CLASSIFIER_METRICS", "BOOTSTRAPPED",
-    "RANKED", "LOWER_IS_BETTER", "higher_is_better",
+    "RANKED", "LOWER_IS_BETTER", "higher_is_better", "COVERAGES", "risk_coverage", "aurc",
+    "aurc_optimal", "e_aurc", "selective_risk", "fd_auroc", "failure_metrics", "rc_points",
+    "FAILURE_METRICS",
 ]
