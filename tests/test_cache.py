@@ -7,9 +7,12 @@ work); bench must refuse them before anything runs, warn once per file and rebui
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shlex
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -106,4 +109,50 @@ def test_crafted_entry_is_refused_warned_about_once_and_never_run(tmp_path, capl
 
     cache.store(path, "k", {"logits": torch.zeros(2, 3)})   # what the runner does next
     assert torch.equal(cache.load(path, "k")["logits"], torch.zeros(2, 3))
+    assert not marker.exists()
+
+
+# --- the installed CLI against crafted views, detectors and model -------------------------------
+def _bench(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess:
+    exe = Path(sys.executable).with_name("bench")
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "bench.cli"]
+    return subprocess.run(cmd + list(args), capture_output=True, text=True, env=env, cwd=cwd,
+                          timeout=600)
+
+
+def _metrics(out: Path) -> dict[tuple[str, str], dict[str, Any]]:
+    recs = [json.loads(p.read_text()) for p in sorted(out.glob("*/*.json"))]
+    assert recs and all(r["status"] == "ok" for r in recs)
+    return {(r["detector"]["spec"], r["shift"]["spec"]): r["metrics"] for r in recs}
+
+
+def test_bench_run_rebuilds_crafted_cache_entries_without_running_them(tmp_path):
+    home = tmp_path / "home"
+    env = {**os.environ, "BENCH_HOME": str(home), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    args = ["run", "--detector", "zhou,mahalanobis", "--attack", "gaussian_noise"]
+    first = _bench(*args, "--out", "clean", env=env, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    entries = sorted([*(home / "views").glob("*.pt"), *(home / "detectors").glob("*.pt")])
+    models = sorted((home / "models").glob("*.pt"))
+    assert {p.parent.name for p in entries} == {"views", "detectors"} and len(models) == 1
+    keys = {p: cache.read_safe(p)["key"] for p in entries}
+
+    marker = tmp_path / "MARKER"
+    for p in entries:
+        craft(p, marker, key=keys[p])
+    model_fields = dict(cache.read_safe(models[0]))
+    craft(models[0], marker, **model_fields)
+
+    second = _bench(*args, "--out", "again", env=env, cwd=tmp_path)
+    assert second.returncode == 0, second.stderr
+    assert not marker.exists()
+    for p in [*entries, *models]:      # one warning line per crafted file
+        lines = [ln for ln in second.stderr.splitlines() if str(p) in ln]
+        assert len(lines) == 1 and "WARNING" in lines[0], second.stderr
+    for p in entries:                  # valid entries again, under the same key
+        assert cache.load(p, keys[p]) is not None
+        assert cache.find_unplain(cache.read_safe(p)) is None
+    assert cache.read_safe(models[0])["state_dict"].keys() == model_fields["state_dict"].keys()
+    assert "loaded from cache" not in second.stdout + second.stderr
+    assert _metrics(tmp_path / "again") == _metrics(tmp_path / "clean")
     assert not marker.exists()
