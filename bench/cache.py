@@ -160,7 +160,8 @@ def load(path: Path, key: str) -> Any | None:
     try:
         obj = read_safe(path)
     except Exception as exc:  # torch raises many types for a bad or unsafe file
-        log.warning("ignoring unreadable cache file %s, rebuilding it (%s)", path, load_error_text(exc))
+        log.warning("ignoring unreadable cache file %s, rebuilding it (%s)", path,
+                    load_error_text(exc))
         return None
     if not isinstance(obj, dict) or obj.get("key") != key:
         return None

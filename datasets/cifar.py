@@ -40,7 +40,8 @@ def _unpickle(path: Path) -> dict[str, Any]:
     with open(path, "rb") as f:
         try:
             obj = _ArrayUnpickler(f, encoding="latin1").load()
-        except (pickle.UnpicklingError, EOFError, ValueError, TypeError) as exc:
+        except (pickle.UnpicklingError, EOFError, ValueError, TypeError, ImportError,
+                AttributeError) as exc:
             raise BenchError(f"{path} is not a CIFAR batch of plain arrays ({exc}); "
                              f"re-create the folder") from None
     if not isinstance(obj, dict):

@@ -52,7 +52,8 @@ def test_plain_entries_roundtrip_with_weights_only(tmp_path):
     path = tmp_path / "e.pt"
     cache.store(path, "k", value)
     back = cache.load(path, "k")
-    assert back["dims"] == [3, 2] and back["mu"] == (0.5, -1.0) and back["by_int"][0].tolist() == [0, 1, 2]
+    assert back["dims"] == [3, 2] and back["mu"] == (0.5, -1.0)
+    assert back["by_int"][0].tolist() == [0, 1, 2] and back["none"] is None and back["flag"]
     assert torch.equal(back["net"]["weight"], net.weight.detach())
     assert cache.load(path, "other key") is None
 
