@@ -1,4 +1,8 @@
-"""``cifar10`` and ``cifar100``: torchvision's on-disk python format, read with pickle + numpy."""
+"""``cifar10`` and ``cifar100``: torchvision's on-disk python format, read with pickle + numpy.
+
+The batches are pickles; they are read by an unpickler that builds only dicts, lists, strings,
+numbers and numpy arrays, so a crafted file in the data root cannot run code (docs/security.md).
+"""
 
 from __future__ import annotations
 
@@ -15,10 +19,35 @@ from bench.errors import BenchError
 from bench.registry import DATASETS
 
 
+class _ArrayUnpickler(pickle.Unpickler):
+    """Refuses every global except what pickled numpy arrays need (no call of anything else)."""
+
+    allowed: ClassVar[frozenset[tuple[str, str]]] = frozenset({
+        (mod, name) for mod in ("numpy.core.multiarray", "numpy._core.multiarray")
+        for name in ("_reconstruct", "scalar")} | {
+        ("numpy", "ndarray"), ("numpy", "dtype"),
+        ("_codecs", "encode"),   # how Python 3 writes bytes in protocol-2 pickles
+    })
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in self.allowed:
+            raise pickle.UnpicklingError(f"refused global {module}.{name}: not array data")
+        return super().find_class(module, name)
+
+
 def _unpickle(path: Path) -> dict[str, Any]:
     # The official files are Python-2 pickles; latin1 gives str keys (as torchvision reads them).
     with open(path, "rb") as f:
-        return pickle.load(f, encoding="latin1")
+        try:
+            obj = _ArrayUnpickler(f, encoding="latin1").load()
+        except (pickle.UnpicklingError, EOFError, ValueError, TypeError, ImportError,
+                AttributeError) as exc:
+            raise BenchError(f"{path} is not a CIFAR batch of plain arrays ({exc}); "
+                             f"re-create the folder") from None
+    if not isinstance(obj, dict):
+        raise BenchError(f"{path} holds a {type(obj).__name__}, not a CIFAR batch dict; "
+                         f"re-create the folder")
+    return obj
 
 
 class _Cifar(Dataset):

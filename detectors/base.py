@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+import functools
+from typing import Any, Callable, ClassVar
 
 import torch
 from torch import Tensor
 
+from bench.cache import check_plain
 from bench.errors import BenchError
 from bench.registry import DETECTORS, Component
 from bench.views import Views
@@ -22,6 +24,9 @@ class Detector(Component):
     ``__init__``, learn in :meth:`fit` (attributes ending in ``_``) and return one float64 score
     per image from :meth:`score`. Detectors with expensive fits set ``cacheable = True`` and
     implement :meth:`state` / :meth:`load_state` so the runner can store them on disk.
+    ``state()`` must return plain data (tensors, numbers, strings, None, lists/dicts of them):
+    the cache is read back with ``weights_only=True``; anything else is a BenchError naming the
+    detector and the entry, raised by ``state()`` itself (each subclass's ``state`` is wrapped).
     """
 
     needs: ClassVar[frozenset[str]] = frozenset({"logits"})
@@ -35,6 +40,12 @@ class Detector(Component):
     #: detectors whose fit draws random numbers take ``seed`` as a constructor parameter; the run
     #: passes each value of ``--seeds``. This default serves those that draw none.
     seed: int = 0
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        own = cls.__dict__.get("state")
+        if callable(own) and not getattr(own, "_checks_plain", False):
+            cls.state = _checked_state(own)
 
     # fitted state ---------------------------------------------------------------------------
     def fit(self, fit: Views, val: Views) -> "Detector":
@@ -73,6 +84,18 @@ class Detector(Component):
         if views.features is None:
             raise RuntimeError(f"views {views.name!r} carry no features")
         return views.features.to(torch.float64)
+
+
+def _checked_state(state: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]:
+    """``state`` that refuses to return anything the cache could not load with weights_only."""
+    @functools.wraps(state)
+    def checked(self: Detector, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        out = state(self, *args, **kwargs)
+        check_plain(out, f"detector {self.name or type(self).__name__!r}: state()")
+        return out
+
+    checked._checks_plain = True  # type: ignore[attr-defined]
+    return checked
 
 
 def check_scores(scores: Tensor, n: int, who: str) -> Tensor:

@@ -161,6 +161,30 @@ def test_cifar100_reads_torchvision_layout(tmp_path, monkeypatch):
         load_set("cifar100", "test", ctx_for(tmp_path / "nowhere"))
 
 
+
+class _TouchOnUnpickle:
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+        return os.system, (f"touch '{self.marker}'",)
+
+
+def test_cifar_batch_that_would_run_code_is_refused(tmp_path, monkeypatch):
+    """The batches are pickles: only arrays, lists, strings and numbers are built from them."""
+    monkeypatch.setattr(files_mod, "_WARNED", set())
+    _write_cifar100(tmp_path, 3, 2)
+    marker = tmp_path / "MARKER"
+    with open(tmp_path / "cifar-100-python" / "test", "wb") as f:
+        pickle.dump({"data": _TouchOnUnpickle(marker), "fine_labels": [0, 1]}, f, protocol=2)
+    with pytest.raises(BenchError, match=r"cifar-100-python/test is not a CIFAR batch of plain "
+                                         r"arrays \(refused global \w+\.system"):
+        load_set("cifar100", "test", ctx_for(tmp_path))
+    assert not marker.exists()
+    _, train = load_set("cifar100", "train", ctx_for(tmp_path))   # the other split still loads
+    assert len(train) == 3
+
 # --------------------------------------------------------------------------------------------
 # SVHN, MNIST
 # --------------------------------------------------------------------------------------------

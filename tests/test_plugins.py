@@ -349,3 +349,50 @@ def test_the_plugin_file_in_the_docs_loads_and_works(tmp_path, registries):
     z = torch.tensor([[1.0, 5.0, 2.0]], dtype=torch.float64)
     det = DETECTORS.create("max_logit(t=2)").fit(Views("fit"), Views("val"))
     assert det.score(Views("t", logits=z)).tolist() == [2.5]
+
+
+NUMPY_STATE = """
+    import numpy as np
+    import torch
+    from bench.detectors.base import DETECTORS, Detector
+
+    @DETECTORS.register("np_means")
+    class NpMeans(Detector):
+        needs = frozenset({"features"})
+        cacheable = True
+
+        def fit(self, fit, val):
+            self.mean_ = fit.features.mean(0).numpy()      # kept as numpy: not cache data
+            self.fitted_ = True
+            return self
+
+        def score(self, views):
+            return -(views.features - torch.from_numpy(self.mean_)).norm(dim=1)
+
+        def state(self):
+            return {"mean": self.mean_}
+
+        def load_state(self, state):
+            self.mean_ = np.asarray(state["mean"])
+            self.fitted_ = True
+            return self
+"""
+
+
+def test_cacheable_plugin_with_numpy_state_fails_its_cells_naming_detector_and_key(
+        tmp_path, registries, monkeypatch):
+    """State is stored with weights_only in mind: a numpy array is refused when stored, with a
+    message naming the detector and the key, and nothing is written to the cache."""
+    from bench.runner import RunConfig, run
+
+    monkeypatch.setenv("BENCH_HOME", str(tmp_path / "home"))
+    load_plugin_file(_write(tmp_path / "np_plugin.py", NUMPY_STATE))
+    summary = run(RunConfig(detectors=["np_means", "msp"], shifts=["gaussian_noise"],
+                            out=tmp_path / "r", device="cpu"))
+    by_det = {rec["detector"]["name"]: rec for rec in summary.records}
+    bad = by_det["np_means"]
+    assert bad["status"] == "failed"
+    assert bad["error"].startswith("detector 'np_means': state()['mean'] is of type "
+                                   "numpy.ndarray: cache entries hold only tensors")
+    assert by_det["msp"]["status"] == "ok"
+    assert not list((tmp_path / "home" / "detectors").glob("np_means*"))

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import io
-
 import numpy as np
 import pytest
 import scipy.special
@@ -11,6 +9,7 @@ import scipy.stats
 import torch
 from torch import nn
 
+from bench import cache
 from bench.errors import BenchError
 from bench.models import Classifier
 from bench.registry import DETECTORS
@@ -389,17 +388,17 @@ def test_score_before_fit_raises(which, data):
 
 
 @pytest.mark.parametrize("which", ["ae", "zhou", "combined"])
-def test_state_roundtrip_gives_identical_scores(which, data):
+def test_state_roundtrip_gives_identical_scores(which, data, tmp_path):
     if which == "ae":
         fit = test = image_views(32, 3, 8, seed=5)
         det = DETECTORS.create("ae(epochs=1, batch_size=16, bottleneck=4)").fit(fit, fit)
     else:
         det = fitted(DETECTORS.get(which), data, epochs=1)
         test = data["ood"]
-    buf = io.BytesIO()
-    torch.save(det.state(), buf)  # what the runner's cache does
-    buf.seek(0)
-    state = torch.load(buf, weights_only=True)
+    path = tmp_path / "state.pt"
+    cache.store(path, "k", det.state())  # what the runner's cache does: plain data only,
+    state = cache.load(path, "k")        # read back with weights_only=True
+    assert state is not None
     fresh = DETECTORS.create(str(det.spec())).load_state(state)
     assert torch.equal(fresh.score(test), det.score(test))
     assert fresh.history_ == det.history_

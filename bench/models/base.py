@@ -180,9 +180,10 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, Tensor], dict[str, Any]
     try:
         obj = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a bad file (pickle, zip, EOF, ...)
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        from bench.cache import load_error_text
+
         raise BenchError(f"cannot read weights {str(path)!r}: not a torch checkpoint "
-                         f"({type(exc).__name__}: {first[:200]})") from None
+                         f"({load_error_text(exc)})") from None
     meta: dict[str, Any] = {}
     if isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
         meta = {k: v for k, v in obj.items() if k != "state_dict"}

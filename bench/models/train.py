@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import logging
 import math
 import time
 from pathlib import Path
@@ -28,10 +29,13 @@ from sklearn.model_selection import train_test_split
 from torch import Tensor
 
 from bench.errors import BenchError
-from bench.models.base import CHECKPOINT_FORMAT, Architecture, Classifier, resolve_norm
+from bench.models.base import (CHECKPOINT_FORMAT, Architecture, Classifier, read_checkpoint,
+                               resolve_norm)
 from bench.registry import MODELS, parse_spec
 from bench.results import atomic_write_bytes
 from bench.views import to_float01
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from bench.datasets.base import ImageSet
@@ -262,6 +266,8 @@ def train_on_first_use(arch: Architecture, *, num_classes: int, in_channels: int
 
     Trains on the CPU with one thread whatever the run's device: a few seconds for these small
     nets, and the cached file is then the same whichever device or machine asked first.
+    A cached file that does not read as a checkpoint with ``weights_only=True`` (damaged, or
+    holding anything but tensors and plain data) is warned about and trained again, never run.
     """
     from bench.datasets.base import bench_home
 
@@ -273,7 +279,12 @@ def train_on_first_use(arch: Architecture, *, num_classes: int, in_channels: int
                         data_sha256=digest)
     path = (bench_home() if home is None else Path(home)) / "models" / f"{arch.name}-{key}.pt"
     if path.is_file():
-        return path, "cache"
+        try:
+            read_checkpoint(path)
+        except BenchError as exc:
+            log.warning("ignoring the cached %s, training it again: %s", arch.name, exc)
+        else:
+            return path, "cache"
     cfg = dict(arch.first_use_training or {})
     g = torch.Generator().manual_seed(seed)
     net = arch.build(num_classes, in_channels, image_size)
