@@ -1,12 +1,13 @@
 """Result records: one JSON file per (detector, shift, seed) cell, versioned and validated.
 
-Schema ``shiftbench.result`` version 1 (all metric values are fractions in [0, 1] or null):
+Schema ``shiftbench.result`` version 2 (all metric values are fractions in [0, 1] or null).
+Version 1 records (no ``cell_key``, ``code``, ``failure``, ``deployment``, ``cache``) still load.
 
 =================  ==========================================================================
 key                meaning
 =================  ==========================================================================
 schema             ``"shiftbench.result"``
-schema_version     ``1``
+schema_version     ``2``
 cell_key           sha256 of the cell's identity (dataset, model, detector, shift with their
                    parameters, seed); the record's file name ends in its first 12 digits
 cell_id            sha256 of the identity and ``code``: a record made by other code is recomputed
@@ -27,8 +28,15 @@ metrics            {auroc, aupr_in, aupr_out, fpr95, fpr95_oodpos, detect95, id_
 metrics_ci         {metric: [lo, hi]}: bootstrap 95 % interval over images (auroc, aupr_in,
                    aupr_out, fpr95, fpr95_oodpos), resampling ID and shifted scores separately
 classifier         the classifier on the shifted set: {acc, ece, attack_success} (null for OOD)
+failure            ID-side cells (``clean`` and every corruption/attack; null for OOD sets):
+                   failure detection of the scored set, correct predictions positive:
+                   {fd_auroc, aurc, e_aurc, risk80, risk90, risk95, n, n_errors}
+deployment         corruption/attack cells: clean and shifted images in one pool (equal
+                   parts): {auroc_shifted (= metrics.auroc, shifted rejected), and the
+                   ``failure`` keys on the pool (wrong predictions rejected)}
 plots              {scores_in, scores_out (<= 1000 each, subsampled with the seed),
-                    roc_fpr, roc_tpr (<= 200 points)}
+                    correct_in, correct_out (the classifier right on those same images),
+                    roc_fpr, roc_tpr (<= 200 points), rc_coverage, rc_risk (<= 200 points)}
 examples           {shift_png, detector_png}: base64 PNG grids (may be null)
 timings            seconds: {views, shift, fit, score, total}; ``shift`` is 0 when the shifted
                    set's views came from the cache
@@ -49,10 +57,12 @@ from typing import Any, Iterable
 
 from bench.errors import BenchError
 # re-exported: the metric lists are derived from bench.metrics.METRIC_TABLE
-from bench.metrics import CLASSIFIER_METRICS, DETECTOR_METRICS, LOWER_IS_BETTER
+from bench.metrics import CLASSIFIER_METRICS, DETECTOR_METRICS, FAILURE_METRICS, LOWER_IS_BETTER
 
 SCHEMA = "shiftbench.result"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+#: versions :func:`read_record` accepts (older ones miss fields that newer ones add)
+READABLE_VERSIONS = (1, 2)
 
 REQUIRED = {
     "schema": str, "schema_version": int, "cell_id": str, "status": str, "seed": int,
@@ -117,9 +127,10 @@ def validate(record: Any, source: str = "record") -> dict[str, Any]:
     if record.get("schema") != SCHEMA:
         raise BenchError(f"{source}: not a shiftbench result (schema={record.get('schema')!r})")
     version = record.get("schema_version")
-    if version != SCHEMA_VERSION:
+    if version not in READABLE_VERSIONS:
         raise BenchError(f"{source}: result schema version {version!r} is not supported by this "
-                         f"shiftbench (reads version {SCHEMA_VERSION}); re-run `bench run`")
+                         f"shiftbench (reads versions {', '.join(map(str, READABLE_VERSIONS))}); "
+                         f"re-run `bench run`")
     for key, typ in REQUIRED.items():
         if not isinstance(record.get(key), typ):
             raise BenchError(f"{source}: field {key!r} missing or not {typ.__name__}")
@@ -177,6 +188,10 @@ def to_frame(records: Iterable[dict[str, Any]]):
             row[m] = r["metrics"].get(m)
         for m in CLASSIFIER_METRICS:
             row[m] = cls.get(m)
+        fd, dep = r.get("failure") or {}, r.get("deployment") or {}
+        for m in FAILURE_METRICS:
+            row[m] = fd.get(m)
+            row[f"pool_{m}"] = dep.get(m)
         row["clean_acc"] = r["model"].get("clean_acc")
         row["clean_ece"] = r["model"].get("clean_ece")
         rows.append(row)

@@ -59,7 +59,7 @@ class OodSet:
 class Unit:
     """One shifted set and the detectors to score on it."""
 
-    kind: str                       # "shift" (of the ID test images) or "ood"
+    kind: str                       # "clean", "shift" (of the ID test images) or "ood"
     spec: str
     seed: int
     detectors: tuple[str, ...]
@@ -86,6 +86,16 @@ class UnitResult:
 # ------------------------------------------------------------------------------------------
 # units and their cells
 # ------------------------------------------------------------------------------------------
+#: the records' shift block of the clean cells (failure detection on the unshifted test set)
+CLEAN = {"name": "clean", "spec": "clean", "params": {}, "dist": None, "group": "clean",
+         "severity": None, "proximity": None, "sha256": None, "code": None}
+
+
+def clean_unit(seed: int, detectors: tuple[str, ...]) -> Unit:
+    """The clean ID test set itself: one cell per detector with its failure detection only."""
+    return Unit("clean", "clean", seed, detectors, dict(CLEAN))
+
+
 def shift_unit(spec: str, seed: int, detectors: tuple[str, ...], data_root: Path) -> Unit:
     shift = SHIFTS.create(spec, data_root=data_root)
     meta = {"name": shift.name, "spec": shift.spec(), "params": shift.get_params(),
@@ -171,7 +181,8 @@ def cell_record(ctx: Context, unit: Unit, det: Any, command: str) -> dict[str, A
             "status": "ok", "error": None, "created": None, "command": command,
             "seed": unit.seed, "dataset": ctx.dataset, "model": ctx.model_meta,
             "detector": det_meta, "shift": shift_meta, "code": code, "n_in": None,
-            "n_out": None, "metrics": {}, "metrics_ci": {}, "classifier": {}, "plots": {},
+            "n_out": None, "metrics": {}, "metrics_ci": {}, "classifier": {}, "failure": None,
+            "deployment": None, "plots": {},
             "examples": {}, "timings": {}, "cache": {}, "environment": ctx.env}
 
 
@@ -281,12 +292,13 @@ def _compute(ctx: Context, unit: Unit, todo: list[tuple[CellPlan, Any]],
 class Shifted:
     """A shifted set as the cells see it."""
 
-    views: Views
+    views: Views | None          # None for the clean set (its scores come with the detector)
     classifier: dict[str, Any]
     keep: Tensor | None          # successful_only: the images both sides are restricted to
+    correct: Tensor | None       # (n,) bool: the classifier is right on these images (ID side)
     shift_png: str | None
     timings: dict[str, float]
-    cached: bool
+    cached: bool | None          # views from the cache (None: no views of its own)
 
 
 def _shifted_views(ctx: Context, unit: Unit, paths: Paths) -> Shifted:
@@ -294,6 +306,10 @@ def _shifted_views(ctx: Context, unit: Unit, paths: Paths) -> Shifted:
     from bench.metrics import classifier_metrics
 
     views_dir = cache.cache_dir("views", paths.home)
+    if unit.kind == "clean":
+        return Shifted(None, {**ctx.clean, "attack_success": None}, None,
+                       ctx.clean_pred == ctx.test_labels, png_grid(ctx.test_images),
+                       {"views": ctx.views_s, "shift": 0.0}, None)
     if unit.kind == "ood":
         ood = unit.ood
         v, cached = cached_views(
@@ -302,7 +318,7 @@ def _shifted_views(ctx: Context, unit: Unit, paths: Paths) -> Shifted:
             batch_size=ctx.batch_size, device=ctx.device)
         v.images = ood.images if ctx.keep_images else None
         v.model = ctx.model
-        return Shifted(v, {"acc": None, "ece": None, "attack_success": None}, None,
+        return Shifted(v, {"acc": None, "ece": None, "attack_success": None}, None, None,
                        png_grid(ood.images), {"views": ctx.views_s, "shift": ood.load_s}, cached)
 
     # the shifted set is named by what produces it: a cache hit runs no shift, no forward pass
@@ -337,11 +353,12 @@ def _shifted_views(ctx: Context, unit: Unit, paths: Paths) -> Shifted:
                              else None)
     keep = ((ctx.clean_pred == y) & (pred != y)) if shift.successful_only else None
     timings = {"views": ctx.views_s, "shift": 0.0 if cached else extra["shift_s"]}
-    return Shifted(v, cls, keep, extra.get("png"), timings, cached)
+    return Shifted(v, cls, keep, pred == y, extra.get("png"), timings, cached)
 
 
 def _score_cell(ctx: Context, rec: dict[str, Any], f: Fitted, shifted: Shifted) -> None:
-    from bench.metrics import BOOTSTRAPPED, bootstrap_ci, detector_metrics, roc_points
+    from bench.metrics import (BOOTSTRAPPED, bootstrap_ci, detector_metrics, failure_metrics,
+                               rc_points, roc_points)
 
     rec["classifier"] = shifted.classifier
     rec["timings"] = {**shifted.timings, "fit": f.fit_s}
@@ -352,22 +369,46 @@ def _score_cell(ctx: Context, rec: dict[str, Any], f: Fitted, shifted: Shifted) 
     det = f.detector
     try:
         t = time.perf_counter()
-        s_in, s_val = f.s_in, f.s_val
-        s_out = checked_scores(det, shifted.views)
+        g = torch.Generator().manual_seed(rec["seed"])
+        c_in = (ctx.clean_pred == ctx.test_labels).numpy()
+        si = f.s_in.numpy()
+        if shifted.views is None:  # the clean cell: failure detection of the scored test set
+            pick = _sample_index(len(si), g)
+            rec["n_in"] = int(len(si))
+            rec["failure"] = failure_metrics(si, c_in)
+            cov, risk = rc_points(si, c_in)
+            rec["plots"] = {"scores_in": _floats(si[pick]), "correct_in": _bools(c_in[pick]),
+                            "rc_coverage": cov, "rc_risk": risk}
+            rec["examples"] = {"shift_png": shifted.shift_png, "detector_png": None}
+            rec["timings"]["score"] = time.perf_counter() - t
+            rec["timings"]["total"] = sum(v for v in rec["timings"].values() if v)
+            return
+        so, sv = checked_scores(det, shifted.views).numpy(), f.s_val.numpy()
+        c_out = shifted.correct.numpy() if shifted.correct is not None else None
         if shifted.keep is not None:  # successful_only: both sides restricted (METHODS.md §2)
-            s_in, s_out = s_in[shifted.keep], s_out[shifted.keep]
-        if len(s_out) == 0 or len(s_in) == 0:
+            keep = shifted.keep.numpy()
+            si, so, c_in = si[keep], so[keep], c_in[keep]
+            c_out = c_out[keep] if c_out is not None else None
+        if len(so) == 0 or len(si) == 0:
             raise BenchError("empty set: no images left to score "
                              "(successful_only with no successful attack?)")
-        si, so, sv = s_in.numpy(), s_out.numpy(), s_val.numpy()
-        g = torch.Generator().manual_seed(rec["seed"])
         rec["metrics"] = detector_metrics(si, so, sv)
         rec["metrics_ci"] = {m: list(bootstrap_ci(si, so, m, n_boot=N_BOOT, seed=rec["seed"]))
                              for m in BOOTSTRAPPED}
         rec["n_in"], rec["n_out"] = int(len(si)), int(len(so))
         fpr, tpr = roc_points(si, so)
-        rec["plots"] = {"scores_in": _sample(si, g), "scores_out": _sample(so, g),
-                        "roc_fpr": [float(v) for v in fpr], "roc_tpr": [float(v) for v in tpr]}
+        pick_in, pick_out = _sample_index(len(si), g), _sample_index(len(so), g)
+        rec["plots"] = {"scores_in": _floats(si[pick_in]), "scores_out": _floats(so[pick_out]),
+                        "roc_fpr": [float(v) for v in fpr], "roc_tpr": [float(v) for v in tpr],
+                        "correct_in": _bools(c_in[pick_in])}
+        if c_out is not None:  # an ID-side shift: does the score flag the classifier's errors?
+            rec["failure"] = failure_metrics(so, c_out)
+            cov, risk = rc_points(so, c_out)
+            rec["plots"].update(correct_out=_bools(c_out[pick_out]), rc_coverage=cov,
+                                rc_risk=risk)
+            # deployment: clean and shifted images in one pool, equal parts
+            pool = failure_metrics(np.r_[si, so], np.r_[c_in, c_out])
+            rec["deployment"] = {"auroc_shifted": rec["metrics"]["auroc"], **pool}
         images = shifted.views.images
         rec["examples"] = {"shift_png": shifted.shift_png,
                            "detector_png": (png_grid(det.reconstruct(images[:8]))
@@ -425,12 +466,21 @@ def _u8_sha(images: Tensor) -> str:
     return hashlib.sha256(images.contiguous().numpy().tobytes()).hexdigest()
 
 
-def _sample(values: np.ndarray, g: torch.Generator) -> list[float]:
-    if len(values) <= N_PLOT_SCORES:
-        return [float(v) for v in values]
-    idx = torch.randperm(len(values), generator=g)[:N_PLOT_SCORES].sort().values.numpy()
-    return [float(v) for v in values[idx]]
+def _sample_index(n: int, g: torch.Generator) -> np.ndarray:
+    """Positions of at most N_PLOT_SCORES values kept for plots (all of them when fewer)."""
+    if n <= N_PLOT_SCORES:
+        return np.arange(n)
+    return torch.randperm(n, generator=g)[:N_PLOT_SCORES].sort().values.numpy()
 
 
-__all__ = ["Unit", "OodSet", "UnitResult", "run_unit", "shift_unit", "ood_unit", "load_ood",
+def _floats(values: np.ndarray) -> list[float]:
+    return [float(v) for v in values]
+
+
+def _bools(values: np.ndarray) -> list[bool]:
+    return [bool(v) for v in values]
+
+
+__all__ = ["Unit", "OodSet", "UnitResult", "run_unit", "clean_unit", "shift_unit", "ood_unit",
+           "load_ood",
            "plan_cells", "cell_record", "record_path", "png_grid", "jpeg_encode"]
