@@ -226,7 +226,9 @@ def leaderboard(
     """
     from bench.leaderboard import render
 
-    text = render(results_dir, fmt=fmt, metric=metric, out=out_file, console=out)
+    # one unreadable record must not hide the others: it is skipped with a warning line each
+    text = render(results_dir, fmt=fmt, metric=metric, out=out_file, console=out,
+                  skip_invalid=True)
     if out_file is not None:
         err.print(f"leaderboard written to {out_file}")
     elif fmt != "terminal" and text:

@@ -35,6 +35,8 @@ from sklearn.metrics import (auc, average_precision_score, precision_recall_curv
 from torch import Tensor
 
 from bench.errors import BenchError
+# defined beside the record schema so the leaderboard can use them without importing torch
+from bench.results import MIN_SET_SIZE, small_set
 
 ArrayLike = Union[np.ndarray, Tensor, list, tuple]
 
@@ -43,9 +45,6 @@ TPR = 0.95
 VAL_QUANTILE = 0.05
 #: ECE bins (Guo et al. 2017 use 15)
 N_BINS = 15
-#: fewest scores per side (ID test, shifted) for a cell's bootstrap interval; smaller cells are
-#: marked ``small_set`` (docs/metrics.md explains the choice)
-MIN_SET_SIZE = 30
 
 
 # --------------------------------------------------------------------------------------------
@@ -253,16 +252,6 @@ def _weighted_rank_metric(name: str, c_in: np.ndarray, c_out: np.ndarray) -> np.
 
 #: metrics that :func:`bootstrap_ci` computes for many resamples at once
 VECTORISED = ("auroc", "aupr_in", "aupr_out", "fpr95", "fpr95_oodpos")
-
-
-def small_set(n_in: int, n_out: int) -> bool:
-    """Whether a cell is too small for a confident interval: either side < :data:`MIN_SET_SIZE`.
-
-    ``n_in``: ID test images scored, ``n_out``: shifted images scored (after any
-    ``successful_only`` restriction). Records of such cells carry ``small_set: true`` and the
-    leaderboard marks their numbers; :func:`bootstrap_ci` returns ``(nan, nan)`` for them.
-    """
-    return int(n_in) < MIN_SET_SIZE or int(n_out) < MIN_SET_SIZE
 
 
 def bootstrap_ci(s_in: ArrayLike, s_out: ArrayLike,

@@ -29,7 +29,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from bench.leaderboard.core import (
-    METRIC_LABELS, METRICS, Board, Cell, Section, cell_text, direction_text,
+    METRIC_LABELS, METRICS, SMALL_SET_LEGEND, Board, Cell, Section, cell_text, direction_text,
     higher_is_better, is_best, pct, scope_label,
 )
 
@@ -404,6 +404,8 @@ def _section(section: Section, idx: int, metric: str) -> str:
     parts = [f'<section class="board" id="section-{idx}"><h2>{_e(section.title)}</h2>',
              f'<p class="muted">dataset {_e(section.dataset)}, model {_e(section.model)}, '
              f"weights sha256 <code>{_e(section.weights_sha256)}</code></p>"]
+    if section.has_small:
+        parts.append(f'<p class="note small-set">{_e(SMALL_SET_LEGEND)}</p>')
     parts += [f'<p class="note">{_e(n)}</p>' for n in section.notes]
     parts += [_ranking(section, idx, m, metric) for m in METRICS]
     parts += [_matrix(section, idx, m, metric) for m in METRICS]

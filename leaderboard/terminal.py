@@ -9,7 +9,8 @@ from rich.table import Table
 from rich.text import Text
 
 from bench.leaderboard.core import (
-    METRIC_LABELS, Board, Section, cell_text, direction_text, is_best, pct, scope_label,
+    METRIC_LABELS, SMALL_SET_LEGEND, Board, Section, cell_text, direction_text, is_best, pct,
+    scope_label,
 )
 
 
@@ -88,6 +89,8 @@ def renderables(board: Board, metric: str = "auroc") -> list[RenderableType]:
             _ranking(section, metric), _matrix(section, metric), _classifier(section),
             *_severity(section, metric),
         ]
+        if section.has_small:
+            parts.append(Text(SMALL_SET_LEGEND, style="yellow"))
         parts += [Text(f"note: {n}", style="yellow") for n in section.notes]
         out.append(Group(*parts, Text("")))
     return out
