@@ -58,6 +58,39 @@ def _ints(text: Optional[str], what: str) -> Optional[list[int]]:
     return vals
 
 
+#: seeds go to numpy / torch generators, which take unsigned 32-bit seeds everywhere we use them
+MAX_SEED = 2**32 - 1
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``--seeds 0,1,2`` -> ``[0, 1, 2]``; BenchError (one line) for anything else.
+
+    Rejected: empty entries (``0,,1``, a trailing comma), non-integers (``1.5``, ``x``),
+    negatives, values above 2**32 - 1 (``numpy.random.default_rng`` and the record's seed
+    field) and repeated seeds (``0,0`` would run and write the same cells twice).
+    """
+    parts = [p.strip() for p in str(text).split(",")]
+    if not any(parts):
+        raise BenchError("--seeds is empty; give comma-separated integers, e.g. --seeds 0,1,2")
+    seeds: list[int] = []
+    for p in parts:
+        if not p:
+            raise BenchError(f"--seeds {text!r} has an empty entry; write e.g. --seeds 0,1,2")
+        try:
+            v = int(p)
+        except ValueError:
+            raise BenchError(f"--seeds must be comma-separated integers, e.g. 0,1,2 "
+                             f"(got {p!r} in {text!r})") from None
+        if not 0 <= v <= MAX_SEED:
+            raise BenchError(f"--seeds: {p} is out of range; seeds are integers from 0 to "
+                             f"{MAX_SEED}")
+        if v in seeds:
+            raise BenchError(f"--seeds: {v} is given twice; list each seed once, e.g. "
+                             f"--seeds 0,1,2")
+        seeds.append(v)
+    return seeds
+
+
 @app.command()
 def run(
     detector: Annotated[list[str], typer.Option(
