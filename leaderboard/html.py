@@ -45,6 +45,9 @@ h2{font-size:1.25em;border-bottom:2px solid #ccc;padding-bottom:.2em;margin-top:
 h3{font-size:1.05em;margin-top:1.4em}
 table{border-collapse:collapse;margin:.4em 0 1em;font-size:.85em}
 th,td{border:1px solid #ccc;padding:.25em .5em;text-align:right;white-space:nowrap}
+.scroll{max-width:100%;overflow-x:auto}
+table.matrix th{white-space:normal;max-width:10em;vertical-align:bottom;overflow-wrap:anywhere}
+table.matrix td{white-space:normal}table.matrix td:first-child,.ci{white-space:nowrap}
 th{background:#f2f2f2}td:first-child,th:first-child,td.l,th.l,table.env td{text-align:left}
 table.sortable th[data-col]{cursor:pointer;user-select:none}
 table.sortable th.asc::after{content:" \\25B2"}table.sortable th.desc::after{content:" \\25BC"}
@@ -129,15 +132,26 @@ def _tooltip(cell: Cell) -> str:
     return f' title="{_e("; ".join(parts))}"' if parts else ""
 
 
-def _th(label: str, col: str, *, first: str = "desc", text: bool = False) -> str:
+def _breakable(label: str) -> str:
+    """``label`` escaped, with line-break opportunities (<wbr>) after ``(``, ``,`` and ``_``:
+    a long spec header wraps at its parts instead of widening the matrix past the page."""
+    out = _e(label)
+    for ch in ("(", ",", "_"):
+        out = out.replace(ch, ch + "<wbr>")
+    return out
+
+
+def _th(label: str, col: str, *, first: str = "desc", text: bool = False,
+        breakable: bool = False) -> str:
     kind = ' data-type="text"' if text else ""
-    return f'<th data-col="{_e(col)}" data-first="{first}"{kind}>{_e(label)}</th>'
+    shown = _breakable(label) if breakable else _e(label)
+    return f'<th data-col="{_e(col)}" data-first="{first}"{kind}>{shown}</th>'
 
 
 def _matrix(section: Section, idx: int, metric: str, selected: str) -> str:
     first = "desc" if higher_is_better(metric) else "asc"
     head = _th("detector", "detector", first="asc", text=True) + "".join(
-        _th(c.label, c.label, first=first) for c in section.columns)
+        _th(c.label, c.label, first=first, breakable=True) for c in section.columns)
     body = []
     for det in section.detectors:
         tds = [f"<td>{_e(det)}</td>"]
@@ -150,8 +164,8 @@ def _matrix(section: Section, idx: int, metric: str, selected: str) -> str:
     hidden = "" if metric == selected else " hidden"
     return (f'<div data-metric="{metric}"{hidden}><h3>{_e(METRIC_LABELS[metric])} (%), '
             f"{direction_text(metric)}</h3>"
-            f'<table class="matrix sortable" id="matrix-{idx}-{metric}">'
-            f"<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table></div>")
+            f'<div class="scroll"><table class="matrix sortable" id="matrix-{idx}-{metric}">'
+            f"<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table></div></div>")
 
 
 def _ranking(section: Section, idx: int, metric: str, selected: str) -> str:

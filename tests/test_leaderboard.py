@@ -562,3 +562,18 @@ def test_cli_leaderboard_skips_unreadable_records(tmp_path):
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 5 and lines[-1].startswith("bench: error: no readable results")
     assert "all 4 record file(s) were skipped" in lines[-1]
+
+
+def test_html_matrix_headers_can_wrap_inside_the_page(board_dir):
+    text = render(board_dir[0], fmt="html")
+    # long spec headers get break opportunities at their parts; the sort hook keeps the label
+    assert ('<th data-col="gaussian_noise(severity=1)" data-first="desc">'
+            "gaussian_<wbr>noise(<wbr>severity=1)</th>") in text
+    css = text.split("<style>", 1)[1].split("</style>", 1)[0]
+    rules = {sel.strip(): body for sel, body in re.findall(r"([^{}]+)\{([^}]*)\}", css)}
+    assert "white-space:normal" in rules["table.matrix th"]
+    assert "max-width" in rules["table.matrix th"]
+    assert "overflow-x:auto" in rules[".scroll"]
+    # every matrix sits in a scroll box, so even a very wide one never widens the page
+    n = len(re.findall(r'<table class="matrix sortable"', text))
+    assert n == len(METRICS) and text.count('<div class="scroll"><table class="matrix') == n
