@@ -48,6 +48,10 @@ th,td{border:1px solid #ccc;padding:.25em .5em;text-align:right;white-space:nowr
 .scroll{max-width:100%;overflow-x:auto}
 table.matrix th{white-space:normal;max-width:10em;vertical-align:bottom;overflow-wrap:anywhere}
 table.matrix td{white-space:normal}table.matrix td:first-child,.ci{white-space:nowrap}
+table.ranking th,table.ranking td,table.classifier th{white-space:normal}
+table.ranking td:nth-child(-n+2){white-space:nowrap}
+table.env td{white-space:normal;overflow-wrap:anywhere}
+figure img{max-width:100%;height:auto}
 th{background:#f2f2f2}td:first-child,th:first-child,td.l,th.l,table.env td{text-align:left}
 table.sortable th[data-col]{cursor:pointer;user-select:none}
 table.sortable th.asc::after{content:" \\25B2"}table.sortable th.desc::after{content:" \\25BC"}
@@ -133,10 +137,11 @@ def _tooltip(cell: Cell) -> str:
 
 
 def _breakable(label: str) -> str:
-    """``label`` escaped, with line-break opportunities (<wbr>) after ``(``, ``,`` and ``_``:
-    a long spec header wraps at its parts instead of widening the matrix past the page."""
-    out = _e(label)
-    for ch in ("(", ",", "_"):
+    """``label`` escaped, with line-break opportunities (<wbr>) before ``(`` and after ``,``
+    and ``_``: a long spec header wraps at its parts (``gaussian_noise`` over ``(severity=3)``)
+    instead of widening the matrix past the page."""
+    out = _e(label).replace("(", "<wbr>(")
+    for ch in (",", "_"):
         out = out.replace(ch, ch + "<wbr>")
     return out
 
@@ -190,8 +195,8 @@ def _ranking(section: Section, idx: int, metric: str, selected: str) -> str:
             f"(%) over shifts, {direction_text(metric)}</h3>"
             '<p class="muted">Each shift weighs the same, seeds are averaged first; (#k) is the '
             "rank within that group of shifts, [k/n] marks a detector missing some shifts.</p>"
-            f'<table class="ranking sortable" id="ranking-{idx}-{metric}"><thead><tr>{head}'
-            f"</tr></thead><tbody>{''.join(body)}</tbody></table></div>")
+            f'<div class="scroll"><table class="ranking sortable" id="ranking-{idx}-{metric}">'
+            f"<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table></div></div>")
 
 
 def _classifier(section: Section, idx: int) -> str:
@@ -216,8 +221,8 @@ def _classifier(section: Section, idx: int) -> str:
             "(15 bins) of the classifier itself; null for OOD sets (no labels). Attack success: "
             "fraction of correctly classified clean images whose attacked version is "
             "misclassified.</p>"
-            f'<table class="classifier sortable" id="classifier-{idx}"><thead><tr>{head}</tr>'
-            f"</thead><tbody>{''.join(rows)}</tbody></table>")
+            f'<div class="scroll"><table class="classifier sortable" id="classifier-{idx}">'
+            f"<thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table></div>")
 
 
 # --------------------------------------------------------------------------------------------
@@ -411,7 +416,7 @@ def _environment(section: Section) -> str:
     rows = "".join(f"<tr><th>{_e(k)}</th><td>{'<br>'.join(_e(v) for v in vals)}</td></tr>"
                    for k, vals in section.environment.items())
     rows += f"<tr><th>seeds</th><td>{_e(', '.join(map(str, section.seeds)))}</td></tr>"
-    return f'<h3>Environment</h3><table class="env">{rows}</table>'
+    return f'<h3>Environment</h3><div class="scroll"><table class="env">{rows}</table></div>'
 
 
 def _section(section: Section, idx: int, metric: str) -> str:
