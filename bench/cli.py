@@ -306,7 +306,7 @@ def _param_text(reg, comp_name: str, cls) -> str:
         try:
             params = {k: v for k, v in reg.create(comp_name).get_params().items()
                       if k in params}
-        except BenchError:
+        except Exception:  # noqa: BLE001 - a plugin's constructor must not break `bench list`
             pass  # a shift that cannot be built without arguments keeps its signature defaults
     elif params.get("severity", 0) is None:
         params["severity"] = 3  # cifar10c:ARG: no severity given means severity 3
