@@ -53,23 +53,36 @@ def _matrix(section: Section, metric: str, width: int | None = None) -> Table:
     return t
 
 
-def _ranking(section: Section, metric: str) -> Table:
+def _ranking(section: Section, metric: str, width: int | None = None) -> Table:
+    """Detectors (by overall rank) x scopes; when that is wider than ``width``, scopes x
+    detectors, so detector names and scope headers stay whole."""
     scopes = list(section.rankings[metric])
-    t = Table(title=f"Ranking: mean {METRIC_LABELS[metric]} (%) over shifts", title_justify="left")
-    t.add_column("rank", justify="right")
-    t.add_column("detector", style="bold")
-    for s in scopes:
-        t.add_column(scope_label(s), justify="right")
+    title = f"Ranking: mean {METRIC_LABELS[metric]} (%) over shifts"
     lookup = {s: {r.detector: r for r in section.rankings[metric][s]} for s in scopes}
-    for row in section.rankings[metric]["all"]:
-        vals = []
-        for s in scopes:
-            r = lookup[s][row.detector]
-            text = pct(r.mean) + ("" if s == "all" else f" #{r.rank}")
-            if r.mean is not None and not r.complete:
-                text += f" ({r.n_shifts}/{r.n_total})"
-            vals.append(text)
-        t.add_row(str(row.rank), row.detector, *vals)
+    order = [row.detector for row in section.rankings[metric]["all"]]
+
+    def text(s: str, det: str) -> str:
+        r = lookup[s][det]
+        out = pct(r.mean) + ("" if s == "all" else f" #{r.rank}")
+        if r.mean is not None and not r.complete:
+            out += f" ({r.n_shifts}/{r.n_total})"
+        return out
+
+    t = Table(title=title, title_justify="left")
+    t.add_column("rank", justify="right", no_wrap=True)
+    t.add_column("detector", style="bold", no_wrap=True)
+    for s in scopes:
+        t.add_column(scope_label(s), justify="right", no_wrap=True)
+    for rank, det in enumerate(order, 1):
+        t.add_row(str(rank), det, *[text(s, det) for s in scopes])
+    if _fits(t, width):
+        return t
+    t = Table(title=title, title_justify="left")
+    t.add_column("shifts", no_wrap=True)
+    for det in order:
+        t.add_column(det, justify="right", header_style="bold", min_width=len(det))
+    for s in scopes:
+        t.add_row(scope_label(s), *[text(s, det) for det in order])
     return t
 
 
@@ -111,7 +124,8 @@ def renderables(board: Board, metric: str = "auroc",
             Text(section.title, style="bold underline"),
             Text(f"seeds {', '.join(map(str, section.seeds))}; values: mean±std over seeds or "
                  "mean [95 % bootstrap interval]", style="dim"),
-            _ranking(section, metric), _matrix(section, metric, width), _classifier(section),
+            _ranking(section, metric, width), _matrix(section, metric, width),
+            _classifier(section),
             *_severity(section, metric),
         ]
         if section.has_small:

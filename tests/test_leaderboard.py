@@ -577,3 +577,20 @@ def test_html_matrix_headers_can_wrap_inside_the_page(board_dir):
     # every matrix sits in a scroll box, so even a very wide one never widens the page
     n = len(re.findall(r'<table class="matrix sortable"', text))
     assert n == len(METRICS) and text.count('<div class="scroll"><table class="matrix') == n
+
+
+@pytest.mark.parametrize("width", [80, 120, 200])
+def test_terminal_board_keeps_names_and_labels_whole(board_dir, width):
+    root, values = board_dir
+    console = Console(file=io.StringIO(), width=width, color_system=None)
+    text = render(root, fmt="terminal", console=console)
+    for out in (text, console.file.getvalue()):
+        assert "…" not in out
+        assert max(len(ln) for ln in out.splitlines()) <= width
+        for det in DETECTORS:
+            assert re.search(rf"(?<![\w]){det}(?![\w])", out)
+        for label in ("gaussian_noise(severity=1)", "gaussian_noise(severity=3)", "fgsm (s3)",
+                      "mix (s3)", "cifar100", "svhn", "near OOD", "corruptions", "anomaly mix"):
+            assert label in out
+    # the numbers are still there, whichever way the matrix is turned
+    assert _fmt_ms(values, "msp", "svhn", "auroc") in text
