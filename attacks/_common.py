@@ -52,7 +52,9 @@ def uniform(shape: torch.Size | tuple[int, ...], lo: float, hi: float,
 
 
 def check_number(shift: str, param: str, value: float, lo: float, hi: float) -> None:
-    """BenchError unless lo <= value <= hi."""
+    """BenchError unless ``value`` is a number (not a bool) with lo <= value <= hi."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise BenchError(f"{shift}: {param} must be a number in [{lo:g}, {hi:g}], got {value!r}")
     if not lo <= value <= hi:
         raise BenchError(f"{shift}: {param} must lie in [{lo:g}, {hi:g}], got {value!r}; "
                          f"give a value in that range or severity=1..5")

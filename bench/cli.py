@@ -17,6 +17,7 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # albumentations otherwi
 
 import typer
 from rich.console import Console
+from rich.measure import Measurement
 from rich.table import Table
 
 from bench.errors import BenchError
@@ -29,14 +30,27 @@ app = typer.Typer(
     no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]})
 
+
+
+def _pipe_width() -> int:
+    """Width for stdout that is not a terminal: $COLUMNS when it is a number, else 160."""
+    try:
+        return max(20, int(os.environ.get("COLUMNS", "160")))
+    except ValueError:
+        return 160
+
+
 # piped or captured output gets a wide table instead of rich's 80-column default
-out = Console(width=None if sys.stdout.isatty() else int(os.environ.get("COLUMNS", "160")))
-err = Console(stderr=True)
+out = Console(width=None if sys.stdout.isatty() else _pipe_width())
+# messages to a log file or a pipe stay one line each (rich would hard-wrap them at 80 columns)
+err = Console(stderr=True, soft_wrap=not sys.stderr.isatty())
 
 #: the columns of `bench run`'s table, in %: detector metrics, then the classifier's
 PCT_METRICS = tuple(m.key for m in METRIC_TABLE if m.summary and m.kind == "detector")
 CLASSIFIER_COLUMNS = tuple(m.key for m in METRIC_TABLE if m.summary and m.kind == "classifier")
 HEADERS = {m.key: m.label for m in METRIC_TABLE}
+#: run-table columns left out first when the terminal is narrow (the records keep them)
+NARROW_DROP = ("aupr_in", "aupr_out")
 
 
 def _progress():
@@ -60,6 +74,45 @@ def _ints(text: Optional[str], what: str) -> Optional[list[int]]:
         return [int(v) for v in parts]
     except ValueError:
         raise BenchError(f"{what} must be comma-separated integers, e.g. 0,1,2 (got {text!r})") from None
+
+
+#: seeds go to numpy / torch generators, which take unsigned 32-bit seeds everywhere we use them
+MAX_SEED = 2**32 - 1
+
+
+def _seed(seed: int) -> list[int]:
+    if not 0 <= seed <= MAX_SEED:
+        raise BenchError(f"--seed {seed} is out of range; seeds are integers from 0 to {MAX_SEED}")
+    return [seed]
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``--seeds 0,1,2`` -> ``[0, 1, 2]``; BenchError (one line) for anything else.
+
+    Rejected: empty entries (``0,,1``, a trailing comma), non-integers (``1.5``, ``x``),
+    negatives, values above 2**32 - 1 (``numpy.random.default_rng`` and the record's seed
+    field) and repeated seeds (``0,0`` would run and write the same cells twice).
+    """
+    parts = [p.strip() for p in str(text).split(",")]
+    if not any(parts):
+        raise BenchError("--seeds is empty; give comma-separated integers, e.g. --seeds 0,1,2")
+    seeds: list[int] = []
+    for p in parts:
+        if not p:
+            raise BenchError(f"--seeds {text!r} has an empty entry; write e.g. --seeds 0,1,2")
+        try:
+            v = int(p)
+        except ValueError:
+            raise BenchError(f"--seeds must be comma-separated integers, e.g. 0,1,2 "
+                             f"(got {p!r} in {text!r})") from None
+        if not 0 <= v <= MAX_SEED:
+            raise BenchError(f"--seeds: {p} is out of range; seeds are integers from 0 to "
+                             f"{MAX_SEED}")
+        if v in seeds:
+            raise BenchError(f"--seeds: {v} is given twice; list each seed once, e.g. "
+                             f"--seeds 0,1,2")
+        seeds.append(v)
+    return seeds
 
 
 @app.command()
@@ -143,7 +196,8 @@ def run(
     cfg = RunConfig(
         detectors=list(detector), shifts=list(attack), ood=list(ood), dataset=dataset, model=model,
         weights=weights, norm=norm, data_root=data_root, download=download,
-        seeds=_ints(seeds, "--seeds") or [seed], severities=_ints(severities, "--severities"),
+        seeds=parse_seeds(seeds) if seeds is not None else _seed(seed),
+        severities=_ints(severities, "--severities"),
         model_seed=model_seed, split_seed=split_seed,
         device=device, batch_size=batch_size, out=out_dir, force=force, refit=refit,
         ood_jpeg=ood_jpeg, plugins=list(plugin),
@@ -177,22 +231,52 @@ def _strip(rec: dict) -> dict:
 
 
 def _print_table(summary) -> None:
+    """The run's cells as one table that fits the terminal without breaking a name.
+
+    Wide: every column. Narrower: AUPRin/AUPRout (and the seed when there is one) are left
+    out. Narrower still: the shift spec may break before its parameters, ``gaussian_noise``
+    over ``(severity=3)``. Names and numbers are never cut or folded.
+    """
     ok = [r for r in summary.previous + summary.records if r["status"] == "ok"]
     if not ok:
         return
-    t = Table(title=f"shiftbench results, % ({summary.out_dir})", title_justify="left")
-    t.add_column("detector", overflow="fold")
-    t.add_column("shift", overflow="fold")
-    t.add_column("seed", justify="right")
-    for m in PCT_METRICS + CLASSIFIER_COLUMNS:
+    t = None
+    unlimited = out.options.update(width=100_000)  # measure the natural width, not a clamped one
+    for wide, breakable in ((True, False), (False, False), (False, True)):
+        t = _run_table(ok, wide=wide, breakable=breakable)
+        if Measurement.get(out, unlimited, t).maximum <= out.width:
+            break
+    out.print(t)
+
+
+def _run_table(ok: list[dict], *, wide: bool, breakable: bool) -> Table:
+    from rich import box
+
+    seeds = {r["seed"] for r in ok}
+    show_seed = wide or len(seeds) > 1
+    metrics = [m for m in PCT_METRICS if wide or m not in NARROW_DROP]
+    t = Table(title="shiftbench results (%)", title_justify="left", box=box.SIMPLE_HEAD,
+              pad_edge=False, collapse_padding=True, caption=None if wide else
+              "AUPR and the other metrics: --json, the records or bench leaderboard",
+              caption_justify="left")
+    t.add_column("detector", no_wrap=not breakable)
+    t.add_column("shift", no_wrap=not breakable)
+    if show_seed:
+        t.add_column("seed", justify="right", no_wrap=True)
+    for m in metrics:
         t.add_column(HEADERS[m], justify="right", no_wrap=True)
+    for head in ("acc", "ECE", "succ"):
+        t.add_column(head, justify="right", no_wrap=True)
     for r in ok:
         m, c = r["metrics"], r.get("classifier") or {}
-        t.add_row(r["detector"]["spec"], r["shift"]["name"] if r["shift"]["group"] == "ood"
-                  else r["shift"]["spec"], str(r["seed"]),
-                  *[_pct(m.get(k)) for k in PCT_METRICS],
-                  *[_pct(c.get(k)) for k in CLASSIFIER_COLUMNS])
-    out.print(t)
+        shift = r["shift"]["name"] if r["shift"]["group"] == "ood" else r["shift"]["spec"]
+        det = r["detector"]["spec"]
+        if breakable:  # a space before "(" lets rich wrap there, and only there
+            shift, det = (x.replace("(", " (", 1) for x in (shift, det))
+        t.add_row(det, shift, *([str(r["seed"])] if show_seed else []),
+                  *[_pct(m.get(k)) for k in metrics],
+                  *[_pct(c.get(k)) for k in ("acc", "ece", "attack_success")])
+    return t
 
 
 def _pct(v) -> str:
@@ -209,7 +293,7 @@ def list_components(
 ) -> None:
     """List every registered shift, detector, dataset and model with its parameters."""
     from bench.plugins import load_plugins
-    from bench.registry import DATASETS, DETECTORS, MODELS, SHIFTS, signature_params, summary
+    from bench.registry import DATASETS, DETECTORS, MODELS, SHIFTS, summary
 
     load_plugins(list(plugin) or None)
     tables = {"shifts": SHIFTS, "detectors": DETECTORS, "datasets": DATASETS, "models": MODELS}
@@ -219,18 +303,69 @@ def list_components(
         if kind is not None and name != kind:
             continue
         t = Table(title=name, title_justify="left")
-        t.add_column("name", style="bold")
+        t.add_column("name", style="bold", no_wrap=True)
         t.add_column("parameters (defaults)")
+        if name == "shifts":
+            t.add_column("by severity 1..5")
         t.add_column("description")
         t.add_column("from")
         for comp_name, cls in reg.items():
-            params = ", ".join(f"{k}={v!r}" for k, v in signature_params(cls).items()
-                               if k not in ("device", "data_root"))
             label = f"{comp_name}:ARG" if getattr(cls, "takes_arg", False) else comp_name
-            t.add_row(label, params, summary(cls), reg.dist_of(comp_name) or "built-in")
+            cells = [label, _param_text(reg, comp_name, cls)]
+            if name == "shifts":
+                cells.append(_severity_text(cls))
+            t.add_row(*cells, summary(cls), reg.dist_of(comp_name) or "built-in")
         out.print(t)
         for problem in reg.problems:
             err.print(f"[yellow]warning:[/yellow] {problem}")
+
+
+def _value_text(v) -> str:
+    """A parameter value for `bench list`: 4/255 rather than 0.01568627450980392."""
+    if isinstance(v, float) and not isinstance(v, bool):
+        k = v * 255
+        if len(repr(v)) > 6 and abs(k - round(k)) < 1e-9 and round(k) != 0:
+            return f"{round(k)}/255"
+        return f"{v:g}"
+    return repr(v)
+
+
+def _param_text(reg, comp_name: str, cls) -> str:
+    """``k=v, ...`` with the defaults a component really uses: a shift created without
+    parameters shows its resolved severity and the values that severity sets (not None)."""
+    from bench.registry import signature_params
+
+    params = {k: v for k, v in signature_params(cls).items() if k not in ("device", "data_root")}
+    if not getattr(cls, "takes_arg", False) and hasattr(cls, "severity_keys"):
+        try:
+            params = {k: v for k, v in reg.create(comp_name).get_params().items()
+                      if k in params}
+        except Exception:  # noqa: BLE001 - a plugin's constructor must not break `bench list`
+            pass  # a shift that cannot be built without arguments keeps its signature defaults
+    elif params.get("severity", 0) is None:
+        params["severity"] = 3  # cifar10c:ARG: no severity given means severity 3
+    return ", ".join(f"{k}={_value_text(v)}" for k, v in params.items())
+
+
+def _severity_text(cls) -> str:
+    """What severity 1..5 sets, e.g. ``eps: 1/255 2/255 4/255 8/255 16/255``."""
+    keys = cls.severity_keys() if hasattr(cls, "severity_keys") else ()
+    if keys:
+        table = ({cls.severity_param: cls.severities} if cls.severity_param
+                 else dict(cls.severity_table))
+        return "\n".join(f"{k}: " + " ".join(_value_text(float(v)) for v in table[k])
+                         for k in keys)
+    if "severity" in _signature_names(cls):
+        if getattr(cls, "parts", None):
+            return "passed on to its " + ", ".join(cls.parts)
+        return "the files' own severity levels"
+    return "-"
+
+
+def _signature_names(cls) -> set[str]:
+    from bench.registry import signature_params
+
+    return set(signature_params(cls))
 
 
 @app.command()
@@ -252,7 +387,9 @@ def leaderboard(
     """
     from bench.leaderboard import render
 
-    text = render(results_dir, fmt=fmt, metric=metric, out=out_file, console=out)
+    # one unreadable record must not hide the others: it is skipped with a warning line each
+    text = render(results_dir, fmt=fmt, metric=metric, out=out_file, console=out,
+                  skip_invalid=True)
     if out_file is not None:
         err.print(f"leaderboard written to {out_file}")
     elif fmt != "terminal" and text:

@@ -113,6 +113,21 @@ LOWER_IS_BETTER: frozenset[str] = frozenset(m.key for m in METRIC_TABLE if m.dir
 FAILURE_METRICS: tuple[str, ...] = tuple(m.key for m in METRIC_TABLE if m.kind == "failure")
 
 
+#: fewest scores per side (ID test, shifted) for a cell's bootstrap interval; smaller cells are
+#: marked ``small_set`` (docs/metrics.md explains the choice)
+MIN_SET_SIZE = 30
+
+
+def small_set(n_in: int, n_out: int) -> bool:
+    """Whether a cell is too small for a confident interval: either side < :data:`MIN_SET_SIZE`.
+
+    ``n_in``: ID test images scored, ``n_out``: shifted images scored (after any
+    ``successful_only`` restriction). Records of such cells carry ``small_set: true`` and the
+    leaderboard marks their numbers; :func:`bench.metrics.bootstrap_ci` returns ``(nan, nan)``.
+    """
+    return int(n_in) < MIN_SET_SIZE or int(n_out) < MIN_SET_SIZE
+
+
 def higher_is_better(metric: str) -> bool:
     """Direction of ``metric``: False for lower-is-better ones (``fpr95*``, ``ece``)."""
     spec = METRIC_SPECS.get(metric)
@@ -359,15 +374,24 @@ VECTORISED = ("auroc", "aupr_in", "aupr_out", "fpr95", "fpr95_oodpos")
 def bootstrap_ci(s_in: ArrayLike, s_out: ArrayLike,
                  metric: str | Callable[[np.ndarray, np.ndarray], float] = "auroc",
                  n_boot: int = 1000, seed: int = 0, level: float = 0.95,
-                 max_cells: int = 2_000_000) -> tuple[float, float]:
+                 max_cells: int = 2_000_000, *, paired: bool = False) -> tuple[float, float]:
     """Percentile bootstrap interval (default 95 %) of a metric over ID and shifted images.
 
-    Each resample draws ``n_in`` ID and ``n_out`` shifted scores with replacement, separately
-    (a stratified bootstrap: n_in and n_out, which AUPR depends on, stay fixed). ``metric`` is a
-    key of :data:`PAIR_METRICS` or a callable ``f(s_in, s_out) -> float``. The metrics in
-    :data:`VECTORISED` are computed for many resamples at once from per-unique-score counts
-    (chunks of at most ``max_cells`` counts); others call the function once per resample.
-    Randomness comes from ``numpy.random.default_rng(seed)`` only. Returns ``(low, high)``.
+    Unpaired (default): each resample draws ``n_in`` ID and ``n_out`` shifted scores with
+    replacement, separately (a stratified bootstrap: n_in and n_out, which AUPR depends on,
+    stay fixed); per chunk of resamples the ID indices are drawn first, then the shifted ones.
+    ``paired=True``: ``s_in[i]`` and ``s_out[i]`` are the same image i, clean and shifted (a
+    corruption or attack of the ID test set), so ``n_in == n_out`` is required; each resample
+    draws one set of image indices ``idx`` (``rng.integers(0, n, (m, n))`` per chunk of m
+    resamples) and takes ``s_in[idx]`` and ``s_out[idx]``, keeping the correlation between an
+    image's two scores, which the unpaired bootstrap breaks.
+
+    ``metric`` is a key of :data:`PAIR_METRICS` or a callable ``f(s_in, s_out) -> float``. The
+    metrics in :data:`VECTORISED` are computed for many resamples at once from per-unique-score
+    counts (chunks of at most ``max_cells`` counts); others call the function once per
+    resample. Randomness comes from ``numpy.random.default_rng(seed)`` only. Returns
+    ``(low, high)``; ``(nan, nan)`` when either side has fewer than :data:`MIN_SET_SIZE` scores
+    (:func:`small_set`): no interval is claimed there (records store it as nulls).
     """
     a, b = _pair(s_in, s_out)
     if n_boot < 2:
@@ -377,6 +401,11 @@ def bootstrap_ci(s_in: ArrayLike, s_out: ArrayLike,
     if isinstance(metric, str) and metric not in PAIR_METRICS:
         raise BenchError(f"unknown metric {metric!r} for bootstrap_ci "
                          f"(choose from: {', '.join(PAIR_METRICS)})")
+    if paired and a.size != b.size:
+        raise BenchError(f"paired bootstrap_ci needs one shifted score per ID image, got "
+                         f"{a.size} ID and {b.size} shifted scores; use paired=False")
+    if small_set(a.size, b.size):
+        return float("nan"), float("nan")
     rng = np.random.default_rng(seed)
     values = np.empty(n_boot, dtype=np.float64)
     u, codes = np.unique(np.concatenate([a, b]), return_inverse=True)
@@ -388,8 +417,11 @@ def bootstrap_ci(s_in: ArrayLike, s_out: ArrayLike,
     chunk = max(1, min(n_boot, max_cells // max(n_u, a.size, b.size)))
     for start in range(0, n_boot, chunk):
         m = min(chunk, n_boot - start)
-        idx_in = rng.integers(0, a.size, (m, a.size))
-        idx_out = rng.integers(0, b.size, (m, b.size))
+        if paired:
+            idx_in = idx_out = rng.integers(0, a.size, (m, a.size))
+        else:
+            idx_in = rng.integers(0, a.size, (m, a.size))
+            idx_out = rng.integers(0, b.size, (m, b.size))
         if vectorised:
             rows = np.arange(m)[:, None] * n_u
             c_in = np.bincount((rows + code_in[idx_in]).ravel(),
@@ -567,4 +599,5 @@ __all__ = [
     "RANKED", "LOWER_IS_BETTER", "higher_is_better", "COVERAGES", "risk_coverage", "aurc",
     "aurc_optimal", "e_aurc", "selective_risk", "fd_auroc", "failure_metrics", "rc_points",
     "FAILURE_METRICS",
+    "MIN_SET_SIZE", "small_set",
 ]

@@ -384,9 +384,13 @@ def _where(obj: Any) -> str:
 
 
 def summary(cls: Any) -> str:
-    """First line of a component's docstring."""
-    doc = inspect.getdoc(cls) or ""
-    return doc.strip().splitlines()[0] if doc.strip() else ""
+    """A component's one-line description: the first paragraph of its docstring on one line,
+    without reST literal quotes (a summary that runs over two source lines is not cut)."""
+    doc = (inspect.getdoc(cls) or "").strip()
+    if not doc:
+        return ""
+    first = doc.split("\n\n", 1)[0]
+    return " ".join(first.split()).replace("``", "")
 
 
 def signature_params(cls: Any) -> dict[str, Any]:

@@ -23,6 +23,8 @@ shift              {name, spec, params, group, severity, proximity, sha256, dist
 code               {shiftbench (version), detector, shift, model}: sha256 of the source of the
                    detector class, the shift (or OOD dataset) class and the network that made it
 n_in, n_out        number of ID test images and shifted images scored
+small_set          true when n_in or n_out < MIN_SET_SIZE (30): metrics_ci is then null and
+                   leaderboards mark the numbers (absent in older records: judged from n_in/n_out)
 metrics            {auroc, aupr_in, aupr_out, fpr95, fpr95_oodpos, detect95, id_accept95,
                     aupr_in_trapz, aupr_out_trapz}
 metrics_ci         {metric: [lo, hi]}: bootstrap 95 % interval over images (auroc, aupr_in,
@@ -49,6 +51,7 @@ environment        {python, shiftbench, torch, numpy, scikit-learn, scipy, platf
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import tempfile
@@ -57,7 +60,10 @@ from typing import Any, Iterable
 
 from bench.errors import BenchError
 # re-exported: the metric lists are derived from bench.metrics.METRIC_TABLE
-from bench.metrics import CLASSIFIER_METRICS, DETECTOR_METRICS, FAILURE_METRICS, LOWER_IS_BETTER
+from bench.metrics import (CLASSIFIER_METRICS, DETECTOR_METRICS, FAILURE_METRICS,  # noqa: F401
+                           LOWER_IS_BETTER, MIN_SET_SIZE, small_set)
+
+log = logging.getLogger(__name__)
 
 SCHEMA = "shiftbench.result"
 SCHEMA_VERSION = 2
@@ -68,6 +74,18 @@ REQUIRED = {
     "schema": str, "schema_version": int, "cell_id": str, "status": str, "seed": int,
     "dataset": dict, "model": dict, "detector": dict, "shift": dict, "metrics": dict,
 }
+
+
+def record_small_set(record: dict[str, Any]) -> bool:
+    """Whether a record's metrics come from a small set: its ``small_set`` flag when present,
+    else judged from ``n_in`` / ``n_out`` (records written before the flag existed)."""
+    flag = record.get("small_set")
+    if isinstance(flag, bool):
+        return flag
+    n_in, n_out = record.get("n_in"), record.get("n_out")
+    if not all(isinstance(n, int) and not isinstance(n, bool) for n in (n_in, n_out)):
+        return False
+    return small_set(n_in, n_out)
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -145,10 +163,15 @@ def validate(record: Any, source: str = "record") -> dict[str, Any]:
 
 
 def read_record(path: Path) -> dict[str, Any]:
+    """One validated record; BenchError (one line, naming the file) if it cannot be used."""
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise BenchError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    except UnicodeDecodeError:
+        raise BenchError(f"{path}: not a UTF-8 text file") from None
+    except OSError as exc:
+        raise BenchError(f"{path}: cannot read it ({exc.strerror or exc})") from None
     return validate(data, source=str(path))
 
 
@@ -159,9 +182,22 @@ def record_files(directory: Path) -> list[Path]:
     return sorted(p for p in directory.rglob("*.json") if not p.name.startswith("."))
 
 
-def load_records(directory: Path, *, include_failed: bool = False) -> list[dict[str, Any]]:
-    """Every record under ``directory`` (validated); failed cells only when asked."""
-    records = [read_record(p) for p in record_files(directory)]
+def load_records(directory: Path, *, include_failed: bool = False,
+                 skip_invalid: bool = False) -> list[dict[str, Any]]:
+    """Every record under ``directory`` (validated); failed cells only when asked.
+
+    Strict by default: the first unreadable or invalid file raises a BenchError naming it.
+    ``skip_invalid=True`` leaves such files out instead and logs one warning per file (logger
+    ``bench.results``; `bench leaderboard` prints them as ``bench: WARNING: <file>: <why>``).
+    """
+    records = []
+    for p in record_files(directory):
+        try:
+            records.append(read_record(p))
+        except BenchError as exc:
+            if not skip_invalid:
+                raise
+            log.warning("skipped %s", exc)
     if not include_failed:
         records = [r for r in records if r["status"] == "ok"]
     return records
@@ -182,7 +218,7 @@ def to_frame(records: Iterable[dict[str, Any]]):
             "shift": r["shift"].get("spec"), "shift_name": r["shift"].get("name"),
             "group": r["shift"].get("group"), "severity": r["shift"].get("severity"),
             "proximity": r["shift"].get("proximity"), "seed": r["seed"],
-            "n_in": r.get("n_in"), "n_out": r.get("n_out"),
+            "n_in": r.get("n_in"), "n_out": r.get("n_out"), "small_set": record_small_set(r),
         }
         for m in DETECTOR_METRICS:
             row[m] = r["metrics"].get(m)
@@ -198,6 +234,10 @@ def to_frame(records: Iterable[dict[str, Any]]):
     return pd.DataFrame(rows)
 
 
-def load(directory: Path, *, include_failed: bool = False):
-    """``bench.results.load(dir)``: the records under ``dir`` as a tidy pandas DataFrame."""
-    return to_frame(load_records(directory, include_failed=include_failed))
+def load(directory: Path, *, include_failed: bool = False, skip_invalid: bool = False):
+    """``bench.results.load(dir)``: the records under ``dir`` as a tidy pandas DataFrame.
+
+    Strict by default (an invalid file raises); ``skip_invalid=True`` leaves invalid files out
+    with a logged warning each, as :func:`load_records`."""
+    return to_frame(load_records(directory, include_failed=include_failed,
+                                 skip_invalid=skip_invalid))

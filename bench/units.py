@@ -358,7 +358,7 @@ def _shifted_views(ctx: Context, unit: Unit, paths: Paths) -> Shifted:
 
 def _score_cell(ctx: Context, rec: dict[str, Any], f: Fitted, shifted: Shifted) -> None:
     from bench.metrics import (BOOTSTRAPPED, bootstrap_ci, detector_metrics, failure_metrics,
-                               rc_points, roc_points)
+                               rc_points, roc_points, small_set)
 
     rec["classifier"] = shifted.classifier
     rec["timings"] = {**shifted.timings, "fit": f.fit_s}
@@ -393,9 +393,13 @@ def _score_cell(ctx: Context, rec: dict[str, Any], f: Fitted, shifted: Shifted) 
             raise BenchError("empty set: no images left to score "
                              "(successful_only with no successful attack?)")
         rec["metrics"] = detector_metrics(si, so, sv)
-        rec["metrics_ci"] = {m: list(bootstrap_ci(si, so, m, n_boot=N_BOOT, seed=rec["seed"]))
+        # a shift of the ID test images scores the same images on both sides: resample pairs
+        paired = shifted.correct is not None
+        rec["metrics_ci"] = {m: list(bootstrap_ci(si, so, m, n_boot=N_BOOT, seed=rec["seed"],
+                                                  paired=paired))
                              for m in BOOTSTRAPPED}
         rec["n_in"], rec["n_out"] = int(len(si)), int(len(so))
+        rec["small_set"] = small_set(len(si), len(so))
         fpr, tpr = roc_points(si, so)
         pick_in, pick_out = _sample_index(len(si), g), _sample_index(len(so), g)
         rec["plots"] = {"scores_in": _floats(si[pick_in]), "scores_out": _floats(so[pick_out]),

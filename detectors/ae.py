@@ -17,7 +17,7 @@ from bench import progress
 from bench.errors import BenchError
 from bench.registry import DETECTORS
 from bench.views import Views, to_float01
-from bench.detectors.base import Detector
+from bench.detectors.base import Detector, check_device, check_param
 
 
 def init_default_(module: nn.Module, generator: torch.Generator) -> nn.Module:
@@ -100,15 +100,15 @@ class AE(Detector):
         self.bottleneck = bottleneck
         self.device = device
         self.seed = seed
+        self._check_params()  # a bad spec fails here, before any data is loaded
 
     # ----------------------------------------------------------------------------------------
     def _check_params(self) -> None:
-        if not (isinstance(self.epochs, int) and self.epochs >= 0):
-            raise BenchError(f"ae: epochs must be an integer >= 0, got {self.epochs!r}")
-        if not (isinstance(self.batch_size, int) and self.batch_size >= 1):
-            raise BenchError(f"ae: batch_size must be an integer >= 1, got {self.batch_size!r}")
-        if not self.lr > 0:
-            raise BenchError(f"ae: lr must be > 0, got {self.lr!r}")
+        """Every hyper-parameter in range; epochs >= 1 (epochs=0 would score with a random AE)."""
+        check_param("ae", "epochs", self.epochs, lo=1, integer=True, example=10)
+        check_param("ae", "batch_size", self.batch_size, lo=1, integer=True, example=128)
+        check_param("ae", "lr", self.lr, lo=0, lo_open=True, example=1e-3)
+        check_device("ae", self.device)
         if self.bottleneck is not None and not (isinstance(self.bottleneck, int)
                                                 and self.bottleneck >= 1):
             raise BenchError(f"ae: bottleneck must be a channel count >= 1 or None, "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import math
 from typing import Any, Callable, ClassVar
 
 import torch
@@ -98,6 +99,49 @@ def _checked_state(state: Callable[..., dict[str, Any]]) -> Callable[..., dict[s
     return checked
 
 
+def check_param(who: str, key: str, value: Any, *, lo: float | None = None,
+                hi: float | None = None, lo_open: bool = False, integer: bool = False,
+                example: Any = None) -> None:
+    """BenchError (one line) unless ``value`` is a finite number (an int when ``integer``) with
+    ``lo <= value`` (``lo < value`` when ``lo_open``) and ``value <= hi``.
+
+    Constructors call this so a bad spec (``zhou(lam=-1)``, ``ae(epochs=0)``) fails before any
+    data is loaded or any cell runs; ``example`` is a valid value shown in the message.
+    """
+    kind = "an integer" if integer else "a number"
+    ok = (not isinstance(value, bool) and isinstance(value, int if integer else (int, float))
+          and math.isfinite(value))
+    if lo is not None:
+        ok = ok and (value > lo if lo_open else value >= lo)
+    if hi is not None:
+        ok = ok and value <= hi
+    if ok:
+        return
+    if lo is not None and hi is not None:
+        want = f"{kind} in {'(' if lo_open else '['}{lo:g}, {hi:g}]"
+    elif lo is not None:
+        want = f"{kind} {'>' if lo_open else '>='} {lo:g}"
+    else:
+        want = f"{kind} <= {hi:g}" if hi is not None else kind
+    hint = f"; e.g. {who}({key}={example!r})" if example is not None else ""
+    raise BenchError(f"{who}: {key} must be {want}, got {key}={value!r}{hint}")
+
+
+def check_flag(who: str, key: str, value: Any) -> None:
+    """BenchError unless ``value`` is True or False (a spec's ``log=2`` is a mistake, not True)."""
+    if not isinstance(value, bool):
+        raise BenchError(f"{who}: {key} must be True or False, got {key}={value!r}")
+
+
+def check_device(who: str, device: Any) -> None:
+    """BenchError unless ``device`` names a torch device (``cpu``, ``cuda``, ``cuda:1``, ...)."""
+    try:
+        torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise BenchError(f"{who}: device must be a torch device such as cpu or cuda, "
+                         f"got device={device!r}") from None
+
+
 def check_scores(scores: Tensor, n: int, who: str) -> Tensor:
     """A detector's output must be (n,) finite floats: anything else is reported, never used."""
     if not isinstance(scores, Tensor):
@@ -111,4 +155,5 @@ def check_scores(scores: Tensor, n: int, who: str) -> Tensor:
     return scores
 
 
-__all__ = ["Detector", "DETECTORS", "NEEDS", "check_scores"]
+__all__ = ["Detector", "DETECTORS", "NEEDS", "check_scores", "check_param", "check_flag",
+           "check_device"]

@@ -11,10 +11,10 @@ from typing import ClassVar
 
 from torch import Tensor
 
-from bench.errors import BenchError
 from bench.registry import DETECTORS
 from bench.views import Views
 from bench.detectors.msp import log_msp  # re-exported: combined's score uses it
+from bench.detectors.base import check_param
 from bench.detectors.zhou import Zhou
 
 
@@ -43,16 +43,16 @@ class Combined(Zhou):
                  T: float = 100.0, eps: float = 10.0, epochs: int = 30, lr: float = 1e-3,
                  batch_size: int = 128, lr_min: float = 1e-7, device: str = "cpu",
                  seed: int = 0):
-        super().__init__(lam=lam, T=T, eps=eps, epochs=epochs, lr=lr, batch_size=batch_size,
-                         lr_min=lr_min, device=device, seed=seed)
+        # set before Zhou's __init__, which validates every parameter through _check_params
         self.ent = ent
         self.beta = beta
+        super().__init__(lam=lam, T=T, eps=eps, epochs=epochs, lr=lr, batch_size=batch_size,
+                         lr_min=lr_min, device=device, seed=seed)
 
     def _check_params(self) -> None:
         super()._check_params()
-        for key in ("ent", "beta"):
-            if not getattr(self, key) >= 0:
-                raise BenchError(f"{self.name}: {key} must be >= 0, got {getattr(self, key)!r}")
+        for key, example in (("ent", 0.01), ("beta", 0.1)):
+            check_param(self.name, key, getattr(self, key), lo=0, example=example)
 
     def regularizer(self, z: Tensor) -> Tensor | None:
         """``ent * mean H(softmax(z)) + beta * mean(1 - max softmax(z))``; zero weights add nothing."""

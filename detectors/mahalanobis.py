@@ -23,9 +23,10 @@ def _rows(width: int) -> int:
 
 @DETECTORS.register("mahalanobis")
 class Mahalanobis(Detector):
-    """Class-conditional Gaussians with a tied covariance (Lee et al., "A Simple Unified Framework
-    for Detecting Out-of-Distribution Samples and Adversarial Attacks", NeurIPS 2018).
+    """Minus the Mahalanobis distance to the nearest class mean, tied covariance (Lee et al. 2018).
 
+    Lee, Lee, Lee & Shin, "A Simple Unified Framework for Detecting Out-of-Distribution Samples
+    and Adversarial Attacks", NeurIPS 2018: class-conditional Gaussians with a tied covariance.
     Fit, on the ID **fit** views only (features and true labels; val is not used):
     ``mu_c = mean of f_i over y_i = c``, ``Sigma = 1/N sum_i (f_i - mu_{y_i})(f_i - mu_{y_i})^T``,
     ``P = pinv(Sigma)`` (``torch.linalg.pinv(..., hermitian=True)``, float64).

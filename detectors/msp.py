@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from bench.detectors.base import Detector
+from bench.detectors.base import Detector, check_flag
 from bench.errors import BenchError
 from bench.registry import DETECTORS
 from bench.views import Views
@@ -66,7 +66,8 @@ class MSP(Detector):
 
     def __init__(self, *, t: float = 1.0, log: bool = True):
         self.t = check_temperature("msp", t)
-        self.log = bool(log)
+        check_flag("msp", "log", log)
+        self.log = log
 
     def score(self, views: Views) -> Tensor:
         z = self.logits64(views)

@@ -19,9 +19,9 @@ from torch import Tensor, nn
 
 from bench import progress
 from bench.errors import BenchError
-from bench.registry import DETECTORS
+from bench.registry import DETECTORS, signature_params
 from bench.views import Views
-from bench.detectors.base import Detector
+from bench.detectors.base import Detector, check_device, check_param
 
 #: temperature of the a0 statistic: the reference scores with softmax(z / 1000) (batch_engine.py)
 A0_TEMPERATURE = 1000.0
@@ -144,20 +144,24 @@ class Zhou(Detector):
         self.lr_min = lr_min
         self.device = device
         self.seed = seed
+        self._check_params()  # a bad spec fails here, before any data is loaded
 
     # ----------------------------------------------------------------------------------------
     def _check_params(self) -> None:
+        """Every hyper-parameter in range; epochs >= 1 (epochs=0 would score with random D1, D2)."""
+        defaults = signature_params(type(self))
         for key in ("T", "eps", "lr"):
-            if not getattr(self, key) > 0:
-                raise BenchError(f"{self.name}: {key} must be > 0, got {getattr(self, key)!r}")
+            check_param(self.name, key, getattr(self, key), lo=0, lo_open=True,
+                        example=defaults[key])
         for key in ("lam", "lr_min"):
-            if not getattr(self, key) >= 0:
-                raise BenchError(f"{self.name}: {key} must be >= 0, got {getattr(self, key)!r}")
-        if not (isinstance(self.epochs, int) and self.epochs >= 0):
-            raise BenchError(f"{self.name}: epochs must be an integer >= 0, got {self.epochs!r}")
-        if not (isinstance(self.batch_size, int) and self.batch_size >= 1):
-            raise BenchError(f"{self.name}: batch_size must be an integer >= 1, "
-                             f"got {self.batch_size!r}")
+            check_param(self.name, key, getattr(self, key), lo=0, example=defaults[key])
+        if self.lr_min > self.lr:
+            raise BenchError(f"{self.name}: lr_min={self.lr_min!r} is above lr={self.lr!r}; the "
+                             f"cosine schedule decays from lr down to lr_min")
+        for key in ("epochs", "batch_size"):
+            check_param(self.name, key, getattr(self, key), lo=1, integer=True,
+                        example=defaults[key])
+        check_device(self.name, self.device)
 
     def _build(self, h: int, c: int, generator: torch.Generator) -> None:
         self.W_ = _linear(h, c, generator)

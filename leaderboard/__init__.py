@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 from bench.errors import BenchError, did_you_mean
 from bench.leaderboard.core import METRICS, Board, build
-from bench.results import atomic_write_text, load_records
+from bench.results import atomic_write_text, load_records, record_files
 
 FORMATS: tuple[str, ...] = ("terminal", "md", "csv", "html")
 
@@ -27,7 +27,7 @@ def _choice(kind: str, value: str, options: tuple[str, ...], flag: str) -> None:
 
 
 def render(results_dir: Path | str, *, fmt: str = "terminal", metric: str = "auroc",
-           out: Path | None = None, console: Any = None) -> str:
+           out: Path | None = None, console: Any = None, skip_invalid: bool = False) -> str:
     """Render the leaderboard of ``results_dir`` as ``fmt`` and return the text.
 
     ``fmt``: ``terminal`` (rich tables; printed to ``console`` when given, plain text returned),
@@ -35,13 +35,19 @@ def render(results_dir: Path | str, *, fmt: str = "terminal", metric: str = "aur
     terminal, the one listed first in markdown and the one selected in HTML, and ranks detectors
     (the CSV always holds every metric). ``out``: also write the text there, atomically.
     Raises BenchError for an unknown format or metric, an empty folder, unreadable records or
-    records of an unsupported schema version.
+    records of an unsupported schema version. ``skip_invalid=True`` (what `bench leaderboard`
+    does) renders the readable records and logs one warning per unreadable or invalid file
+    instead; a folder with no readable record is still an error.
     """
     _choice("format", fmt, FORMATS, "--format")
     _choice("metric", metric, METRICS, "--metric")
     results_dir = Path(results_dir)
-    records = load_records(results_dir, include_failed=True)
+    records = load_records(results_dir, include_failed=True, skip_invalid=skip_invalid)
     if not records:
+        n_files = len(record_files(results_dir))
+        if n_files:  # only reachable with skip_invalid: every file was skipped
+            raise BenchError(f"no readable results in {results_dir}: all {n_files} record "
+                             f"file(s) were skipped as invalid (see the warnings above)")
         raise BenchError(f"no results in {results_dir}; run `bench run --out {results_dir}` first")
     board = build(records)
     renderers: dict[str, Callable[[], str]] = {

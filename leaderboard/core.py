@@ -29,6 +29,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from bench.metrics import CLASSIFIER_METRICS, METRIC_TABLE, RANKED, higher_is_better
+from bench.results import MIN_SET_SIZE, record_small_set
 
 #: metrics that get a detector x shift matrix (and may be chosen with ``--metric``)
 METRICS: tuple[str, ...] = RANKED
@@ -72,6 +73,8 @@ class Cell:
     std: float | None = None
     ci: tuple[float, float] | None = None
     failed: tuple[str, ...] = ()
+    #: some seed's value came from a small set (fewer than MIN_SET_SIZE images on a side)
+    small: bool = False
 
     @property
     def n(self) -> int:
@@ -141,6 +144,11 @@ class Section:
     def cell(self, metric: str, detector: str, column: str) -> Cell:
         return self.matrices[metric].get((detector, column), Cell())
 
+    @property
+    def has_small(self) -> bool:
+        """Whether any matrix cell is marked as coming from a small set."""
+        return any(c.small for cells in self.matrices.values() for c in cells.values())
+
     def best(self, metric: str, column: str) -> float | None:
         """Best cell mean of one column (direction-aware); None if the column is empty."""
         means = [c.mean for (d, col), c in self.matrices[metric].items()
@@ -178,17 +186,20 @@ def _ci(record: dict[str, Any], metric: str) -> tuple[float, float] | None:
 
 
 def aggregate(entries: Sequence[tuple[int, float | None, tuple[float, float] | None]],
-              failed: Sequence[str] = ()) -> Cell:
-    """A :class:`Cell` from ``(seed, value, ci)`` triples of one cell (nulls are skipped)."""
+              failed: Sequence[str] = (), small: bool = False) -> Cell:
+    """A :class:`Cell` from ``(seed, value, ci)`` triples of one cell (nulls are skipped).
+
+    ``small``: some of the values come from a small set (the cell is marked)."""
     kept = sorted((s, v, c) for s, v, c in entries if v is not None)
     values = tuple(v for _, v, _ in kept)
     seeds = tuple(s for s, _, _ in kept)
     if len(values) >= 2:
         arr = np.asarray(values, dtype=np.float64)
-        return Cell(values, seeds, float(arr.mean()), float(arr.std(ddof=1)), None, tuple(failed))
+        return Cell(values, seeds, float(arr.mean()), float(arr.std(ddof=1)), None, tuple(failed),
+                    small)
     if len(values) == 1:
-        return Cell(values, seeds, values[0], None, kept[0][2], tuple(failed))
-    return Cell((), (), None, None, None, tuple(failed))
+        return Cell(values, seeds, values[0], None, kept[0][2], tuple(failed), small)
+    return Cell((), (), None, None, None, tuple(failed), small)
 
 
 def _column_of(record: dict[str, Any]) -> tuple[str, int | None, str, str, str | None]:
@@ -302,7 +313,8 @@ def _section(key: tuple[str, str, str | None], records: list[dict[str, Any]]) ->
             ok = [r for r in recs if r["status"] == "ok"]
             failed = [str(r.get("error") or "failed") for r in recs if r["status"] != "ok"]
             matrices[m][ck] = aggregate(
-                [(r["seed"], _num(r["metrics"].get(m)), _ci(r, m)) for r in ok], failed)
+                [(r["seed"], _num(r["metrics"].get(m)), _ci(r, m)) for r in ok], failed,
+                small=any(record_small_set(r) for r in ok))
 
     # Rankings, per metric and scope; rows of the matrices follow the all-shift ranking.
     scopes = _scopes(columns)
@@ -413,18 +425,27 @@ def pct(value: float | None) -> str:
     return "-" if value is None else f"{100.0 * value:.1f}"
 
 
+#: appended to numbers from a small set; :data:`SMALL_SET_LEGEND` explains it
+SMALL_SET_MARK = "†"
+SMALL_SET_LEGEND = (f"{SMALL_SET_MARK} fewer than {MIN_SET_SIZE} ID or shifted images scored: "
+                    "no bootstrap interval, one image moves the value by more than 3 points")
+
+
 def cell_text(cell: Cell, ci_format: str = "[{lo}, {hi}]") -> str:
     """``mean±std`` (several seeds), ``mean [lo, hi]`` (one run with an interval), in percent.
 
-    ``ci_format`` shapes the interval (the HTML board wraps it in a span)."""
+    ``ci_format`` shapes the interval (the HTML board wraps it in a span). A value from a small
+    set gets :data:`SMALL_SET_MARK` right after the number."""
     if cell.mean is None:
         return "failed" if cell.failed else "-"
+    mark = SMALL_SET_MARK if cell.small else ""
     if cell.std is not None:
-        text = f"{pct(cell.mean)}±{pct(cell.std)}"
+        text = f"{pct(cell.mean)}{mark}±{pct(cell.std)}"
     elif cell.ci is not None:
-        text = f"{pct(cell.mean)} " + ci_format.format(lo=pct(cell.ci[0]), hi=pct(cell.ci[1]))
+        text = (f"{pct(cell.mean)}{mark} "
+                + ci_format.format(lo=pct(cell.ci[0]), hi=pct(cell.ci[1])))
     else:
-        text = pct(cell.mean)
+        text = pct(cell.mean) + mark
     if cell.failed:
         text += f" ({len(cell.failed)} failed)"
     return text

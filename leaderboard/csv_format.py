@@ -2,7 +2,9 @@
 
 Named ``csv_format`` so it does not shadow the standard library's ``csv`` inside the package.
 Values are fractions in [0, 1] at full precision (not percentages); ``ci_lo``/``ci_hi`` are the
-record's bootstrap 95 % interval when stored; empty cells are nulls. Failed records keep their
+record's bootstrap 95 % interval when stored; ``small_set`` is true when the record's metrics
+come from fewer than 30 ID or shifted images (its flag, else judged from ``n_in``/``n_out``);
+empty cells are nulls. Failed records keep their
 rows with empty values and ``status == "failed"``, so nothing disappears silently.
 """
 
@@ -11,11 +13,12 @@ from __future__ import annotations
 from typing import Any
 
 from bench.leaderboard.core import Board
-from bench.results import DETECTOR_METRICS
+from bench.results import DETECTOR_METRICS, record_small_set
 
 COLUMNS: tuple[str, ...] = (
     "dataset", "model", "weights_sha256", "detector", "shift", "shift_name", "group", "severity",
-    "proximity", "seed", "metric", "value", "ci_lo", "ci_hi", "n_in", "n_out", "status",
+    "proximity", "seed", "metric", "value", "ci_lo", "ci_hi", "n_in", "n_out", "small_set",
+    "status",
 )
 
 
@@ -37,7 +40,8 @@ def rows(board: Board) -> list[dict[str, Any]]:
                 "shift": shift.get("spec") or shift.get("name"), "shift_name": shift.get("name"),
                 "group": shift.get("group"), "severity": shift.get("severity"),
                 "proximity": shift.get("proximity"), "seed": r["seed"],
-                "n_in": r.get("n_in"), "n_out": r.get("n_out"), "status": r["status"],
+                "n_in": r.get("n_in"), "n_out": r.get("n_out"),
+                "small_set": record_small_set(r), "status": r["status"],
             }
             for m in record_metrics(r):
                 ci = cis.get(m) if isinstance(cis.get(m), (list, tuple)) else None

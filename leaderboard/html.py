@@ -29,7 +29,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from bench.leaderboard.core import (
-    METRIC_LABELS, METRICS, Board, Cell, Section, cell_text, direction_text,
+    METRIC_LABELS, METRICS, SMALL_SET_LEGEND, Board, Cell, Section, cell_text, direction_text,
     higher_is_better, is_best, pct, scope_label,
 )
 
@@ -45,6 +45,13 @@ h2{font-size:1.25em;border-bottom:2px solid #ccc;padding-bottom:.2em;margin-top:
 h3{font-size:1.05em;margin-top:1.4em}
 table{border-collapse:collapse;margin:.4em 0 1em;font-size:.85em}
 th,td{border:1px solid #ccc;padding:.25em .5em;text-align:right;white-space:nowrap}
+.scroll{max-width:100%;overflow-x:auto}
+table.matrix th{white-space:normal;max-width:10em;vertical-align:bottom;overflow-wrap:anywhere}
+table.matrix td{white-space:normal}table.matrix td:first-child,.ci{white-space:nowrap}
+table.ranking th,table.ranking td,table.classifier th{white-space:normal}
+table.ranking td:nth-child(-n+2){white-space:nowrap}
+table.env td{white-space:normal;overflow-wrap:anywhere}
+figure img{max-width:100%;height:auto}
 th{background:#f2f2f2}td:first-child,th:first-child,td.l,th.l,table.env td{text-align:left}
 table.sortable th[data-col]{cursor:pointer;user-select:none}
 table.sortable th.asc::after{content:" \\25B2"}table.sortable th.desc::after{content:" \\25BC"}
@@ -129,15 +136,27 @@ def _tooltip(cell: Cell) -> str:
     return f' title="{_e("; ".join(parts))}"' if parts else ""
 
 
-def _th(label: str, col: str, *, first: str = "desc", text: bool = False) -> str:
+def _breakable(label: str) -> str:
+    """``label`` escaped, with line-break opportunities (<wbr>) before ``(`` and after ``,``
+    and ``_``: a long spec header wraps at its parts (``gaussian_noise`` over ``(severity=3)``)
+    instead of widening the matrix past the page."""
+    out = _e(label).replace("(", "<wbr>(")
+    for ch in (",", "_"):
+        out = out.replace(ch, ch + "<wbr>")
+    return out
+
+
+def _th(label: str, col: str, *, first: str = "desc", text: bool = False,
+        breakable: bool = False) -> str:
     kind = ' data-type="text"' if text else ""
-    return f'<th data-col="{_e(col)}" data-first="{first}"{kind}>{_e(label)}</th>'
+    shown = _breakable(label) if breakable else _e(label)
+    return f'<th data-col="{_e(col)}" data-first="{first}"{kind}>{shown}</th>'
 
 
 def _matrix(section: Section, idx: int, metric: str, selected: str) -> str:
     first = "desc" if higher_is_better(metric) else "asc"
     head = _th("detector", "detector", first="asc", text=True) + "".join(
-        _th(c.label, c.label, first=first) for c in section.columns)
+        _th(c.label, c.label, first=first, breakable=True) for c in section.columns)
     body = []
     for det in section.detectors:
         tds = [f"<td>{_e(det)}</td>"]
@@ -150,8 +169,8 @@ def _matrix(section: Section, idx: int, metric: str, selected: str) -> str:
     hidden = "" if metric == selected else " hidden"
     return (f'<div data-metric="{metric}"{hidden}><h3>{_e(METRIC_LABELS[metric])} (%), '
             f"{direction_text(metric)}</h3>"
-            f'<table class="matrix sortable" id="matrix-{idx}-{metric}">'
-            f"<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table></div>")
+            f'<div class="scroll"><table class="matrix sortable" id="matrix-{idx}-{metric}">'
+            f"<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table></div></div>")
 
 
 def _ranking(section: Section, idx: int, metric: str, selected: str) -> str:
@@ -176,8 +195,8 @@ def _ranking(section: Section, idx: int, metric: str, selected: str) -> str:
             f"(%) over shifts, {direction_text(metric)}</h3>"
             '<p class="muted">Each shift weighs the same, seeds are averaged first; (#k) is the '
             "rank within that group of shifts, [k/n] marks a detector missing some shifts.</p>"
-            f'<table class="ranking sortable" id="ranking-{idx}-{metric}"><thead><tr>{head}'
-            f"</tr></thead><tbody>{''.join(body)}</tbody></table></div>")
+            f'<div class="scroll"><table class="ranking sortable" id="ranking-{idx}-{metric}">'
+            f"<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table></div></div>")
 
 
 def _classifier(section: Section, idx: int) -> str:
@@ -202,8 +221,8 @@ def _classifier(section: Section, idx: int) -> str:
             "(15 bins) of the classifier itself; null for OOD sets (no labels). Attack success: "
             "fraction of correctly classified clean images whose attacked version is "
             "misclassified.</p>"
-            f'<table class="classifier sortable" id="classifier-{idx}"><thead><tr>{head}</tr>'
-            f"</thead><tbody>{''.join(rows)}</tbody></table>")
+            f'<div class="scroll"><table class="classifier sortable" id="classifier-{idx}">'
+            f"<thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table></div>")
 
 
 # --------------------------------------------------------------------------------------------
@@ -397,13 +416,15 @@ def _environment(section: Section) -> str:
     rows = "".join(f"<tr><th>{_e(k)}</th><td>{'<br>'.join(_e(v) for v in vals)}</td></tr>"
                    for k, vals in section.environment.items())
     rows += f"<tr><th>seeds</th><td>{_e(', '.join(map(str, section.seeds)))}</td></tr>"
-    return f'<h3>Environment</h3><table class="env">{rows}</table>'
+    return f'<h3>Environment</h3><div class="scroll"><table class="env">{rows}</table></div>'
 
 
 def _section(section: Section, idx: int, metric: str) -> str:
     parts = [f'<section class="board" id="section-{idx}"><h2>{_e(section.title)}</h2>',
              f'<p class="muted">dataset {_e(section.dataset)}, model {_e(section.model)}, '
              f"weights sha256 <code>{_e(section.weights_sha256)}</code></p>"]
+    if section.has_small:
+        parts.append(f'<p class="note small-set">{_e(SMALL_SET_LEGEND)}</p>')
     parts += [f'<p class="note">{_e(n)}</p>' for n in section.notes]
     parts += [_ranking(section, idx, m, metric) for m in METRICS]
     parts += [_matrix(section, idx, m, metric) for m in METRICS]

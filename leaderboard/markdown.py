@@ -9,7 +9,8 @@ from __future__ import annotations
 from typing import Sequence
 
 from bench.leaderboard.core import (
-    METRIC_LABELS, METRICS, Board, Section, cell_text, direction_text, is_best, pct, scope_label,
+    METRIC_LABELS, METRICS, SMALL_SET_LEGEND, Board, Section, cell_text, direction_text, is_best,
+    pct, scope_label,
 )
 
 
@@ -109,7 +110,8 @@ def render(board: Board, metric: str = "auroc") -> str:
         lines += [f"## {section.title}", "",
                   f"weights sha256: `{section.weights_sha256}`; seeds: "
                   f"{', '.join(map(str, section.seeds))}", ""]
-        lines += [f"> note: {n}" for n in section.notes] + ([""] if section.notes else [])
+        notes = ([SMALL_SET_LEGEND] if section.has_small else []) + section.notes
+        lines += [f"> note: {n}" for n in notes] + ([""] if notes else [])
         lines += ranking_lines(section, metric)
         for m in order:
             lines += matrix_lines(section, m)

@@ -5,47 +5,84 @@ from __future__ import annotations
 import io
 
 from rich.console import Console, Group, RenderableType
+from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
 from bench.leaderboard.core import (
-    METRIC_LABELS, Board, Section, cell_text, direction_text, is_best, pct, scope_label,
+    METRIC_LABELS, SMALL_SET_LEGEND, Board, Section, cell_text, direction_text, is_best, pct,
+    scope_label,
 )
 
 
-def _matrix(section: Section, metric: str) -> Table:
-    t = Table(title=f"{METRIC_LABELS[metric]} (%), {direction_text(metric)}",
-              title_justify="left")
-    t.add_column("detector", style="bold")
+def _fits(table: Table, width: int | None) -> bool:
+    """Whether ``table`` at its natural width fits ``width`` columns (None: no limit)."""
+    if width is None:
+        return True
+    console = Console(width=width, file=io.StringIO())
+    return Measurement.get(console, console.options.update(width=100_000), table).maximum <= width
+
+
+def _matrix(section: Section, metric: str, width: int | None = None) -> Table:
+    """Detectors x shifts; when that is wider than ``width``, shifts x detectors, so the shift
+    labels (``gaussian_noise(severity=3)``) stay whole instead of being cut to fit."""
+    def text(det: str, label: str, ci_format: str = "[{lo}, {hi}]") -> Text:
+        return Text(cell_text(section.cell(metric, det, label), ci_format),
+                    style="bold green" if is_best(section, metric, det, label) else "")
+
+    title = f"{METRIC_LABELS[metric]} (%), {direction_text(metric)}"
+    t = Table(title=title, title_justify="left")
+    t.add_column("detector", style="bold", no_wrap=True)
     for col in section.columns:
-        t.add_column(col.label, justify="right")
+        t.add_column(col.label, justify="right", no_wrap=True)
     for det in section.detectors:
-        cells: list[RenderableType] = [det]
+        t.add_row(det, *[text(det, col.label) for col in section.columns])
+    if _fits(t, width):
+        return t
+    for ci_format, wrap in (("[{lo}, {hi}]", False), ("[{lo},{hi}]", True)):
+        # very narrow: a cell breaks between the value and its interval, "95.9" over "[95.0,96.7]"
+        t = Table(title=title, title_justify="left")
+        t.add_column("shift", no_wrap=True)
+        for det in section.detectors:
+            t.add_column(det, justify="right", header_style="bold", no_wrap=not wrap,
+                         min_width=len(det))
         for col in section.columns:
-            text = cell_text(section.cell(metric, det, col.label))
-            cells.append(Text(text, style="bold green" if is_best(section, metric, det, col.label)
-                              else ""))
-        t.add_row(*cells)
+            t.add_row(col.label, *[text(det, col.label, ci_format) for det in section.detectors])
+        if _fits(t, width):
+            break
     return t
 
 
-def _ranking(section: Section, metric: str) -> Table:
+def _ranking(section: Section, metric: str, width: int | None = None) -> Table:
+    """Detectors (by overall rank) x scopes; when that is wider than ``width``, scopes x
+    detectors, so detector names and scope headers stay whole."""
     scopes = list(section.rankings[metric])
-    t = Table(title=f"Ranking: mean {METRIC_LABELS[metric]} (%) over shifts", title_justify="left")
-    t.add_column("rank", justify="right")
-    t.add_column("detector", style="bold")
-    for s in scopes:
-        t.add_column(scope_label(s), justify="right")
+    title = f"Ranking: mean {METRIC_LABELS[metric]} (%) over shifts"
     lookup = {s: {r.detector: r for r in section.rankings[metric][s]} for s in scopes}
-    for row in section.rankings[metric]["all"]:
-        vals = []
-        for s in scopes:
-            r = lookup[s][row.detector]
-            text = pct(r.mean) + ("" if s == "all" else f" #{r.rank}")
-            if r.mean is not None and not r.complete:
-                text += f" ({r.n_shifts}/{r.n_total})"
-            vals.append(text)
-        t.add_row(str(row.rank), row.detector, *vals)
+    order = [row.detector for row in section.rankings[metric]["all"]]
+
+    def text(s: str, det: str) -> str:
+        r = lookup[s][det]
+        out = pct(r.mean) + ("" if s == "all" else f" #{r.rank}")
+        if r.mean is not None and not r.complete:
+            out += f" ({r.n_shifts}/{r.n_total})"
+        return out
+
+    t = Table(title=title, title_justify="left")
+    t.add_column("rank", justify="right", no_wrap=True)
+    t.add_column("detector", style="bold", no_wrap=True)
+    for s in scopes:
+        t.add_column(scope_label(s), justify="right", no_wrap=True)
+    for rank, det in enumerate(order, 1):
+        t.add_row(str(rank), det, *[text(s, det) for s in scopes])
+    if _fits(t, width):
+        return t
+    t = Table(title=title, title_justify="left")
+    t.add_column("shifts", no_wrap=True)
+    for det in order:
+        t.add_column(det, justify="right", header_style="bold", min_width=len(det))
+    for s in scopes:
+        t.add_row(scope_label(s), *[text(s, det) for det in order])
     return t
 
 
@@ -53,7 +90,7 @@ def _classifier(section: Section) -> Table:
     t = Table(title="Classifier on each shifted set (%)", title_justify="left")
     for name, just in (("shift", "left"), ("group", "left"), ("acc", "right"), ("ECE", "right"),
                        ("attack success", "right")):
-        t.add_column(name, justify=just)  # type: ignore[arg-type]
+        t.add_column(name, justify=just, no_wrap=name == "shift")  # type: ignore[arg-type]
     t.add_row("clean (ID test)", "-", cell_text(section.clean["acc"]),
               cell_text(section.clean["ece"]), "-")
     for col in section.columns:
@@ -77,17 +114,22 @@ def _severity(section: Section, metric: str) -> list[Table]:
     return tables
 
 
-def renderables(board: Board, metric: str = "auroc") -> list[RenderableType]:
-    """The rich objects of the board, section by section."""
+def renderables(board: Board, metric: str = "auroc",
+                width: int | None = None) -> list[RenderableType]:
+    """The rich objects of the board, section by section; ``width``: the terminal's columns
+    (a matrix too wide for it is shown with shifts as rows)."""
     out: list[RenderableType] = []
     for section in board.sections:
         parts: list[RenderableType] = [
             Text(section.title, style="bold underline"),
             Text(f"seeds {', '.join(map(str, section.seeds))}; values: mean±std over seeds or "
                  "mean [95 % bootstrap interval]", style="dim"),
-            _ranking(section, metric), _matrix(section, metric), _classifier(section),
+            _ranking(section, metric, width), _matrix(section, metric, width),
+            _classifier(section),
             *_severity(section, metric),
         ]
+        if section.has_small:
+            parts.append(Text(SMALL_SET_LEGEND, style="yellow"))
         parts += [Text(f"note: {n}", style="yellow") for n in section.notes]
         out.append(Group(*parts, Text("")))
     return out
@@ -96,11 +138,11 @@ def renderables(board: Board, metric: str = "auroc") -> list[RenderableType]:
 def render(board: Board, metric: str = "auroc", console: Console | None = None,
            width: int | None = None) -> str:
     """Print the board to ``console`` (when given) and return it as plain text."""
-    items = renderables(board, metric)
+    width = width or (console.width if console is not None else 160)
+    items = renderables(board, metric, width)
     if console is not None:
         for item in items:
             console.print(item)
-    width = width or (console.width if console is not None else 160)
     buf = io.StringIO()
     plain = Console(file=buf, width=width, color_system=None, force_terminal=False,
                     no_color=True, highlight=False, soft_wrap=False)

@@ -436,3 +436,161 @@ def test_unknown_format_or_metric(board_dir, kwargs, msg):
 def test_out_is_a_folder(board_dir, tmp_path):
     with pytest.raises(BenchError, match="is a folder"):
         render(board_dir[0], fmt="md", out=tmp_path)
+
+
+# --------------------------------------------------------------------------------------------
+# Small sets
+# --------------------------------------------------------------------------------------------
+def _small_set_dir(root: Path) -> dict[str, dict]:
+    """msp and energy on two OOD sets; three records from small sets, one old (no flag)."""
+    rng = np.random.default_rng(3)
+    recs = {}
+    for det in ("msp", "energy"):
+        for shift in SHIFTS[:2]:
+            vals = {m: float(rng.uniform(0.1, 0.9)) for m in DETECTOR_METRICS}
+            rec = make_record(det, shift, 0, vals, with_examples=False,
+                              ci={"auroc": [vals["auroc"] - 0.01, vals["auroc"] + 0.01]})
+            rec["plots"] = None
+            recs[(det, shift[0])] = rec
+    recs[("msp", "cifar100")].update(n_out=12, metrics_ci={"auroc": [None, None]})  # old record
+    recs[("energy", "cifar100")].update(n_in=29, small_set=True,
+                                         metrics_ci={"auroc": [None, None]})
+    recs[("msp", "svhn")]["small_set"] = False                    # large, flagged as such
+    recs[("energy", "svhn")].update(small_set=True, n_in=9000, n_out=5)
+    for (det, spec), rec in recs.items():
+        write_record(rec, root / f"{det}-{spec}.json")
+    return recs
+
+
+SMALL_CELLS = {("msp", "cifar100"), ("energy", "cifar100"), ("energy", "svhn")}
+
+
+def test_small_set_cells_are_marked_in_every_format(tmp_path):
+    recs = _small_set_dir(tmp_path)
+    board = build(load_records(tmp_path))
+    sec = board.sections[0]
+    for (det, spec), rec in recs.items():
+        cell = sec.cell("auroc", det, spec)
+        assert cell.small == ((det, spec) in SMALL_CELLS)
+    assert sec.has_small
+    legend = "† fewer than 30 ID or shifted images"
+    md = render(tmp_path, fmt="md")
+    row = {line.split("|")[1].strip(): line for line in md.splitlines()
+           if line.startswith("| msp ") or line.startswith("| energy ")}
+    assert legend in md
+    for det in ("msp", "energy"):
+        v_c = f"{100 * recs[(det, 'cifar100')]['metrics']['auroc']:.1f}"
+        v_s = f"{100 * recs[(det, 'svhn')]['metrics']['auroc']:.1f}"
+        line = next(ln for ln in md.splitlines() if ln.startswith(f"| {det} |")
+                    and (v_c in ln or f"**{v_c}" in ln))
+        assert (f"{v_c}†" in line) == ((det, "cifar100") in SMALL_CELLS)
+        assert (f"{v_s}†" in line) == ((det, "svhn") in SMALL_CELLS)
+    # the large flagged-false record keeps its stored interval, unmarked
+    v = recs[("msp", "svhn")]["metrics"]["auroc"]
+    assert f"{100 * v:.1f} [{100 * (v - 0.01):.1f}, {100 * (v + 0.01):.1f}]" in md
+    text = render(tmp_path, fmt="terminal")
+    assert legend in text and text.count("†") == len(SMALL_CELLS) + 1   # cells + legend
+    html_text = render(tmp_path, fmt="html")
+    assert legend in html_text and "small-set" in html_text
+    v = recs[("energy", "svhn")]["metrics"]["auroc"]
+    assert f">{100 * v:.1f}† " in html_text or f">{100 * v:.1f}†<" in html_text
+    df = pd.read_csv(io.StringIO(render(tmp_path, fmt="csv")))
+    flags = df[df.metric == "auroc"].set_index(["detector", "shift"]).small_set.to_dict()
+    assert flags == {k: k in SMALL_CELLS for k in recs}
+
+
+def test_no_legend_without_small_sets(board_dir):
+    assert "†" not in render(board_dir[0], fmt="md")
+
+
+# --------------------------------------------------------------------------------------------
+# Unreadable records
+# --------------------------------------------------------------------------------------------
+def test_skip_invalid_keeps_the_good_records(tmp_path, caplog):
+    good = make_record("msp", SHIFTS[1], 0, {"auroc": 0.7}, with_examples=False)
+    write_record(good, tmp_path / "good.json")
+    (tmp_path / "bad.json").write_text("{not json")
+    (tmp_path / "latin1.json").write_bytes(b"\xff\xfe\x00garbage")
+    old = dict(good, schema_version=0)
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    with pytest.raises(BenchError, match="bad.json: not valid JSON"):
+        load_records(tmp_path)                        # strict by default
+    (tmp_path / "bad.json").rename(tmp_path / "bad.txt")
+    with pytest.raises(BenchError, match="latin1.json: not a UTF-8 text file"):
+        load_records(tmp_path)
+    (tmp_path / "bad.txt").rename(tmp_path / "bad.json")
+    import bench.results as R
+    with caplog.at_level("WARNING", logger="bench.results"):
+        recs = R.load_records(tmp_path, skip_invalid=True)
+        df = R.load(tmp_path, skip_invalid=True)
+    assert [r["cell_id"] for r in recs] == [good["cell_id"]] and len(df) == 1
+    warned = [r.getMessage() for r in caplog.records]
+    for name in ("bad.json", "latin1.json", "old.json"):
+        assert sum(name in w for w in warned) == 2    # once per call
+    assert "70.0" in render(tmp_path, fmt="md", skip_invalid=True)
+
+
+def _bench_exe(*args: str, **env: str):
+    import os
+    import subprocess
+    import sys
+
+    exe = Path(sys.executable).with_name("bench")
+    return subprocess.run([str(exe), *args], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, **env})
+
+
+def test_cli_leaderboard_skips_unreadable_records(tmp_path):
+    vals = {"auroc": 0.8125}
+    write_record(make_record("msp", SHIFTS[1], 0, vals, with_examples=False), tmp_path / "a.json")
+    write_record(make_record("energy", SHIFTS[1], 0, {"auroc": 0.6875}, with_examples=False),
+                 tmp_path / "b.json")
+    (tmp_path / "c.json").write_text('{"schema": "shiftbench.result", "schema_')   # truncated
+    (tmp_path / "d.json").write_text(json.dumps({"schema": "other"}))
+    res = _bench_exe("leaderboard", str(tmp_path), "--format", "md", BENCH_HOME=str(tmp_path))
+    assert res.returncode == 0, res.stderr
+    assert "81.2" in res.stdout and "68.8" in res.stdout       # both good records shown
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 2 and "Traceback" not in res.stderr
+    assert "c.json" in lines[0] and "not valid JSON" in lines[0]
+    assert "d.json" in lines[1] and "not a shiftbench result" in lines[1]
+    # nothing readable: still an error, exit 2, after the warnings
+    for name in ("a.json", "b.json"):
+        (tmp_path / name).write_text("[]")
+    res = _bench_exe("leaderboard", str(tmp_path), BENCH_HOME=str(tmp_path))
+    assert res.returncode == 2
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 5 and lines[-1].startswith("bench: error: no readable results")
+    assert "all 4 record file(s) were skipped" in lines[-1]
+
+
+def test_html_matrix_headers_can_wrap_inside_the_page(board_dir):
+    text = render(board_dir[0], fmt="html")
+    # long spec headers get break opportunities at their parts; the sort hook keeps the label
+    assert ('<th data-col="gaussian_noise(severity=1)" data-first="desc">'
+            "gaussian_<wbr>noise<wbr>(severity=1)</th>") in text
+    css = text.split("<style>", 1)[1].split("</style>", 1)[0]
+    rules = {sel.strip(): body for sel, body in re.findall(r"([^{}]+)\{([^}]*)\}", css)}
+    assert "white-space:normal" in rules["table.matrix th"]
+    assert "max-width" in rules["table.matrix th"]
+    assert "overflow-x:auto" in rules[".scroll"]
+    # every matrix sits in a scroll box, so even a very wide one never widens the page
+    n = len(re.findall(r'<table class="matrix sortable"', text))
+    assert n == len(METRICS) and text.count('<div class="scroll"><table class="matrix') == n
+
+
+@pytest.mark.parametrize("width", [80, 120, 200])
+def test_terminal_board_keeps_names_and_labels_whole(board_dir, width):
+    root, values = board_dir
+    console = Console(file=io.StringIO(), width=width, color_system=None)
+    text = render(root, fmt="terminal", console=console)
+    for out in (text, console.file.getvalue()):
+        assert "…" not in out
+        assert max(len(ln) for ln in out.splitlines()) <= width
+        for det in DETECTORS:
+            assert re.search(rf"(?<![\w]){det}(?![\w])", out)
+        for label in ("gaussian_noise(severity=1)", "gaussian_noise(severity=3)", "fgsm (s3)",
+                      "mix (s3)", "cifar100", "svhn", "near OOD", "corruptions", "anomaly mix"):
+            assert label in out
+    # the numbers are still there, whichever way the matrix is turned
+    assert _fmt_ms(values, "msp", "svhn", "auroc") in text

@@ -132,3 +132,27 @@ def test_images_load_and_screenshot_is_not_blank(page_and_values):
     assert shot.var() > 0
     # ... and not a single colour apart from a few pixels: the tables are drawn
     assert len(np.unique(shot.reshape(-1, 3), axis=0)) > 20
+
+
+@pytest.mark.parametrize("width", [1280, 800])
+def test_matrix_fits_the_page_width(page_and_values, width):
+    # the visible matrix (6 shift columns with spec headers such as gaussian_noise(severity=1))
+    # needs no sideways scrolling even in an 800 px window: headers wrap at their parts, cells
+    # between value and interval, and the page itself never scrolls sideways
+    page, *_ = page_and_values
+    page.set_viewport_size({"width": width, "height": 900})
+    try:
+        page.select_option("#metric", "auroc")
+        sizes = page.eval_on_selector(
+            "table.matrix:visible",
+            "t => [t.scrollWidth, t.parentElement.clientWidth,"
+            " document.documentElement.scrollWidth, window.innerWidth]")
+        table_w, box_w, page_w, view_w = sizes
+        assert table_w <= box_w, sizes
+        assert page_w <= view_w, sizes
+        clipped = page.eval_on_selector_all(
+            "table.matrix:visible th",
+            "ths => ths.filter(h => h.scrollWidth > h.clientWidth + 1).map(h => h.textContent)")
+        assert clipped == []
+    finally:
+        page.set_viewport_size({"width": 1280, "height": 900})

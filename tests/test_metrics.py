@@ -341,7 +341,9 @@ def test_metric_table_is_the_single_source():
     assert M.DETECTOR_METRICS == ("auroc", "aupr_in", "aupr_out", "fpr95", "fpr95_oodpos",
                                   "detect95", "id_accept95")
     assert M.CLASSIFIER_METRICS == ("acc", "ece", "attack_success")
-    assert M.LOWER_IS_BETTER == {"fpr95", "fpr95_oodpos", "ece"}
+    assert M.LOWER_IS_BETTER == {"fpr95", "fpr95_oodpos", "ece", "aurc", "e_aurc", "risk80",
+                                 "risk90", "risk95"}
+    assert M.FAILURE_METRICS == ("fd_auroc", "aurc", "e_aurc", "risk80", "risk90", "risk95")
     assert M.BOOTSTRAPPED == ("auroc", "aupr_in", "aupr_out", "fpr95", "fpr95_oodpos")
     # bootstrapping every record stays cheap only while each interval is vectorised
     assert set(M.BOOTSTRAPPED) <= set(M.VECTORISED)
@@ -369,3 +371,89 @@ def test_derived_lists_stay_importable_where_they_were():
     assert core.METRICS == ("auroc", "aupr_in", "aupr_out", "fpr95", "fpr95_oodpos", "detect95")
     assert core.METRIC_LABELS["fpr95"] == "FPR@95TPR (ID+)"
     assert core.METRIC_LABELS["detect95"] == "Detected @95% val accept"
+
+
+# --------------------------------------------------------------------------------------------
+# paired bootstrap and small sets
+# --------------------------------------------------------------------------------------------
+def _paired_case():
+    """40 images, clean and shifted scores of each: shifting lowers most scores by about 1."""
+    rng = np.random.default_rng(11)
+    clean = np.round(rng.normal(2.0, 1.0, 40), 1)
+    shifted = np.round(clean - rng.normal(1.0, 0.5, 40), 1)
+    return clean, shifted
+
+
+def _percentile(values, level=0.95):
+    return tuple(np.quantile(np.asarray(values), [(1 - level) / 2, (1 + level) / 2]))
+
+
+@pytest.mark.parametrize("name", ["auroc", "fpr95", "aupr_out"])
+def test_paired_bootstrap_equals_numpy_recomputation(name):
+    # the same generator, drawn as documented: one (n_boot, n) block of image indices shared by
+    # both sides (n_boot * n counts fit in one chunk), each resample scored with scikit-learn
+    clean, shifted = _paired_case()
+    n, n_boot, seed = clean.size, 60, 7
+    idx = np.random.default_rng(seed).integers(0, n, (n_boot, n))
+    ref = {"auroc": lambda a, b: roc_auc_score(*_sk(a, b)),
+           "fpr95": lambda a, b: _sk_fpr(*_sk(a, b)),
+           "aupr_out": lambda a, b: average_precision_score(1 - _sk(a, b)[0], -_sk(a, b)[1])}[name]
+    want = _percentile([ref(clean[i], shifted[i]) for i in idx])
+    got = M.bootstrap_ci(clean, shifted, name, n_boot=n_boot, seed=seed, paired=True)
+    assert got == pytest.approx(want, abs=1e-12)
+    # a callable metric sees the same resamples
+    got_f = M.bootstrap_ci(clean, shifted, ref, n_boot=n_boot, seed=seed, paired=True)
+    assert got_f == pytest.approx(want, abs=1e-12)
+
+
+def test_unpaired_bootstrap_draws_each_side_independently():
+    # unpaired stays as before: ID indices first, then shifted indices, from the same generator
+    clean, shifted = _paired_case()
+    s_out = np.r_[shifted, shifted[:9] - 0.3]   # unequal sizes are fine unpaired
+    n_boot, seed = 50, 3
+    rng = np.random.default_rng(seed)
+    idx_in = rng.integers(0, clean.size, (n_boot, clean.size))
+    idx_out = rng.integers(0, s_out.size, (n_boot, s_out.size))
+    want = _percentile([roc_auc_score(*_sk(clean[i], s_out[j])) for i, j in zip(idx_in, idx_out)])
+    assert M.bootstrap_ci(clean, s_out, "auroc", n_boot=n_boot, seed=seed) == \
+        pytest.approx(want, abs=1e-12)
+
+
+def test_paired_interval_is_narrower_when_the_pairs_are_correlated():
+    # shifted = clean - 1 + small noise: the paired resamples keep each image's two scores
+    # together, so the AUROC varies less than when the sides are resampled independently
+    rng = np.random.default_rng(4)
+    clean = rng.normal(0.0, 1.0, 300)
+    shifted = clean - 1.0 + rng.normal(0.0, 0.3, 300)
+    lo_p, hi_p = M.bootstrap_ci(clean, shifted, "auroc", n_boot=300, seed=0, paired=True)
+    lo_u, hi_u = M.bootstrap_ci(clean, shifted, "auroc", n_boot=300, seed=0)
+    assert hi_p - lo_p < hi_u - lo_u
+    assert lo_p < M.auroc(clean, shifted) < hi_p
+
+
+def test_paired_bootstrap_needs_equal_sizes():
+    with pytest.raises(BenchError, match="one shifted score per ID image") as exc:
+        M.bootstrap_ci(np.arange(40.0), np.arange(41.0), paired=True)
+    assert "\n" not in str(exc.value)
+
+
+def test_small_set_threshold():
+    k = M.MIN_SET_SIZE
+    assert k == 30
+    assert not M.small_set(k, k)
+    assert M.small_set(k - 1, 1000) and M.small_set(1000, k - 1)
+    assert not M.small_set(9000, 9000)
+
+
+@pytest.mark.parametrize("n_in, n_out", [(29, 500), (500, 29), (5, 5)])
+def test_bootstrap_gives_no_interval_for_small_sets(n_in, n_out):
+    rng = np.random.default_rng(0)
+    s_in, s_out = rng.normal(1, 1, n_in), rng.normal(0, 1, n_out)
+    for paired in ([False, True] if n_in == n_out else [False]):
+        lo, hi = M.bootstrap_ci(s_in, s_out, "auroc", n_boot=20, paired=paired)
+        assert math.isnan(lo) and math.isnan(hi)
+    # the metric itself is still computed; only the interval is withheld
+    assert 0.0 <= M.auroc(s_in, s_out) <= 1.0
+    # exactly MIN_SET_SIZE per side gets an interval
+    lo, hi = M.bootstrap_ci(rng.normal(1, 1, 30), rng.normal(0, 1, 30), "auroc", n_boot=20)
+    assert 0.0 <= lo <= hi <= 1.0

@@ -169,9 +169,19 @@ def test_zhou_separates_shifted_features(zhou, data):
     assert roc_auc_score(y, np.r_[s_in, s_out]) > 0.9
 
 
+class UntrainedZhou(Zhou):
+    """Zhou with its training loop skipped, to check the initial weights (epochs=0 is rejected:
+    a user would get a detector scoring with random D1, D2)."""
+
+    def _train(self, v, y, g):
+        for net in (self.W_, self.D1_, self.D2_):
+            net.eval()
+        return []
+
+
 def test_zhou_w_initialised_from_head(model, data):
     head = model.head
-    det = fitted(Zhou, data, epochs=0)
+    det = fitted(UntrainedZhou, data)
     assert det.history_ == []
     torch.testing.assert_close(det.W_.weight, head.weight, rtol=0, atol=0)
     torch.testing.assert_close(det.W_.bias, head.bias, rtol=0, atol=0)
@@ -192,7 +202,7 @@ def test_zhou_decoder_shapes_and_loss_falls(zhou):
 
 
 def test_zhou_xavier_init_bounds(data):
-    det = fitted(Zhou, data, epochs=0)
+    det = fitted(UntrainedZhou, data)
     for lin in [m for m in (*det.D1_, *det.D2_) if isinstance(m, nn.Linear)]:
         fan_out, fan_in = lin.weight.shape
         bound = np.sqrt(6.0 / (fan_in + fan_out))
@@ -251,7 +261,7 @@ def test_zhou_seed_is_local(data):
 
 def test_zhou_without_head_uses_xavier_w(data):
     fit = Views("fit", features=data["fit"].features, labels=data["fit"].labels)
-    det = Zhou(epochs=0).fit(fit, data["val"])
+    det = UntrainedZhou().fit(fit, data["val"])
     assert det.W_.weight.shape == (C, H)
     bound = np.sqrt(6.0 / (H + C))
     assert det.W_.weight.abs().max() <= bound
@@ -341,9 +351,9 @@ def test_ae_loss_falls_and_score_is_minus_mse():
 
 def test_ae_code_sizes():
     views = image_views(4, 3, 32, seed=2)
-    plain = AE(epochs=0).fit(views, views)
+    plain = AE(epochs=1).fit(views, views)
     assert plain.encode(views.images).shape == (4, 128, 8, 8)  # 8192 > 3072 input values
-    small = AE(epochs=0, bottleneck=8).fit(views, views)
+    small = AE(epochs=1, bottleneck=8).fit(views, views)
     code = small.encode(views.images)
     assert code.shape == (4, 8, 8, 8) and code[0].numel() == 512
     assert small.reconstruct(views.images).shape == (4, 3, 32, 32)
@@ -358,15 +368,20 @@ def test_ae_grey_digits_size():
 
 def test_ae_rejects_bad_sizes_and_params():
     with pytest.raises(BenchError, match="divisible by 4"):
-        AE(epochs=0).fit(image_views(4, 3, 30, seed=0), image_views(4, 3, 30, seed=0))
-    det = AE(epochs=0).fit(image_views(4, 3, 8, seed=0), image_views(4, 3, 8, seed=0))
+        AE(epochs=1).fit(image_views(4, 3, 30, seed=0), image_views(4, 3, 30, seed=0))
+    det = AE(epochs=1).fit(image_views(4, 3, 8, seed=0), image_views(4, 3, 8, seed=0))
     with pytest.raises(BenchError, match="fitted on 3x8x8"):
         det.score(image_views(4, 3, 12, seed=0))
     with pytest.raises(BenchError, match="bottleneck"):
-        AE(bottleneck=0).fit(image_views(4, 3, 8, seed=0), image_views(4, 3, 8, seed=0))
-    with pytest.raises(BenchError, match="T must be > 0"):
-        Zhou(T=0.0).fit(Views("f", features=torch.ones(4, H, dtype=torch.float64),
-                              labels=torch.zeros(4, dtype=torch.int64)), Views("v"))
+        AE(bottleneck=0)                                  # rejected by the constructor
+    with pytest.raises(BenchError, match="T must be a number > 0"):
+        Zhou(T=0.0)
+    # parameters changed after construction are checked again by fit
+    det = Zhou()
+    det.T = 0.0
+    with pytest.raises(BenchError, match="T must be a number > 0"):
+        det.fit(Views("f", features=torch.ones(4, H, dtype=torch.float64),
+                      labels=torch.zeros(4, dtype=torch.int64)), Views("v"))
 
 
 def test_ae_seed_is_local():
