@@ -237,7 +237,11 @@ def _print_table(summary) -> None:
     out. Narrower still: the shift spec may break before its parameters, ``gaussian_noise``
     over ``(severity=3)``. Names and numbers are never cut or folded.
     """
-    ok = [r for r in summary.previous + summary.records if r["status"] == "ok"]
+    done = [r for r in summary.previous + summary.records if r["status"] == "ok"]
+    clean = [r for r in done if r["shift"]["group"] == "clean"]
+    ok = [r for r in done if r["shift"]["group"] != "clean"]
+    if clean:
+        out.print(_clean_table(clean))
     if not ok:
         return
     t = None
@@ -276,6 +280,25 @@ def _run_table(ok: list[dict], *, wide: bool, breakable: bool) -> Table:
         t.add_row(det, shift, *([str(r["seed"])] if show_seed else []),
                   *[_pct(m.get(k)) for k in metrics],
                   *[_pct(c.get(k)) for k in ("acc", "ece", "attack_success")])
+    return t
+
+
+def _clean_table(recs: list[dict]) -> Table:
+    """Failure detection on the clean test set: does the score flag the classifier's errors?"""
+    from rich import box
+
+    t = Table(title="failure detection, clean test set (%)",
+              title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+    t.add_column("detector", no_wrap=True)
+    if len({r["seed"] for r in recs}) > 1:
+        t.add_column("seed", justify="right", no_wrap=True)
+    for head in ("FD-AUROC", "AURC", "risk@95", "acc"):
+        t.add_column(head, justify="right", no_wrap=True)
+    for r in recs:
+        f = r.get("failure") or {}
+        seed = [str(r["seed"])] if len(t.columns) == 6 else []
+        t.add_row(r["detector"]["spec"], *seed, _pct(f.get("fd_auroc")), _pct(f.get("aurc")),
+                  _pct(f.get("risk95")), _pct(r["model"].get("clean_acc")))
     return t
 
 

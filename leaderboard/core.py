@@ -135,6 +135,11 @@ class Section:
     seeds: list[int]
     records: list[dict[str, Any]]
     notes: list[str] = field(default_factory=list)
+    #: failure detection (correct predictions positive) on the clean test set and each ID-side
+    #: shift: :class:`FailureRow` per (column, detector), clean first
+    failure: list["FailureRow"] = field(default_factory=list)
+    #: detector -> [(column label, coverage, risk)]: risk-coverage curves of the first seed
+    rc_curves: dict[str, list[tuple[str, list[float], list[float]]]] = field(default_factory=dict)
 
     @property
     def title(self) -> str:
@@ -156,6 +161,26 @@ class Section:
         if not means:
             return None
         return max(means) if higher_is_better(metric) else min(means)
+
+
+@dataclass(frozen=True)
+class FailureRow:
+    """One detector on one ID-side set: does its score flag the classifier's errors?
+
+    ``set`` holds FD-AUROC, AURC and risk@95 of the set itself (clean, or all shifted images);
+    ``pool`` the same on clean and shifted images together (the deployment view), with
+    ``shift_auroc`` the detection AUROC of the same cell (shifted rejected) beside it."""
+
+    column: str
+    detector: str
+    set: dict[str, Cell]
+    pool: dict[str, Cell]
+    shift_auroc: Cell
+
+
+#: failure-detection numbers the boards show, in order
+FAILURE_SHOWN = ("fd_auroc", "aurc", "risk95")
+FAILURE_LABELS = {"fd_auroc": "FD-AUROC", "aurc": "AURC", "risk95": "risk@95"}
 
 
 @dataclass
@@ -274,9 +299,46 @@ def _dedupe(records: list[dict[str, Any]], notes: list[str]) -> list[dict[str, A
     return list(newest.values())
 
 
+def _failure(records: list[dict[str, Any]], detectors: list[str],
+             columns: list[Column]) -> tuple[list[FailureRow], dict[str, list]]:
+    """Failure-detection rows and risk-coverage curves from the records that carry them."""
+    by_cell: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    labels: dict[tuple[str, int | None], str] = {(c.spec, c.severity): c.label for c in columns}
+    for r in records:
+        if r["status"] == "ok" and isinstance(r.get("failure"), dict):
+            spec, sev, *_ = _column_of(r)
+            label = "clean" if r["shift"].get("group") == "clean" else labels.get((spec, sev))
+            if label is not None:
+                det = str(r["detector"].get("spec") or r["detector"].get("name"))
+                by_cell[(label, det)].append(r)
+    order = ["clean"] + [c.label for c in columns]
+    rows, curves = [], {}
+    for label in order:
+        for det in detectors:
+            recs = by_cell.get((label, det))
+            if not recs:
+                continue
+
+            def cells(block: str) -> dict[str, Cell]:
+                return {k: aggregate([(r["seed"], _num((r.get(block) or {}).get(k)), None)
+                                      for r in recs]) for k in FAILURE_SHOWN}
+
+            rows.append(FailureRow(label, det, cells("failure"), cells("deployment"),
+                                   aggregate([(r["seed"], _num(r["metrics"].get("auroc")), None)
+                                              for r in recs])))
+            first = min(recs, key=lambda r: r["seed"])
+            cov, risk = (first.get("plots") or {}).get("rc_coverage"), \
+                (first.get("plots") or {}).get("rc_risk")
+            if isinstance(cov, list) and isinstance(risk, list) and len(cov) == len(risk) > 1:
+                curves.setdefault(det, []).append((label, cov, risk))
+    return rows, curves
+
+
 def _section(key: tuple[str, str, str | None], records: list[dict[str, Any]]) -> Section:
     notes: list[str] = []
     records = _dedupe(records, notes)
+    # the clean cells hold failure detection only: no column of the detection matrices
+    all_records, records = records, [r for r in records if r["shift"].get("group") != "clean"]
     dataset_shas = {json.dumps(r["dataset"].get("sha256"), sort_keys=True) for r in records}
     if len(dataset_shas) > 1:
         notes.append(f"dataset {key[0]!r} appears with {len(dataset_shas)} different file hashes "
@@ -394,10 +456,12 @@ def _section(key: tuple[str, str, str | None], records: list[dict[str, Any]]) ->
             commands.append(cmd)
     seeds = sorted({r["seed"] for r in records})
 
+    failure, rc_curves = _failure(all_records, detectors, columns)
     return Section(dataset=key[0], model=key[1], weights_sha256=key[2], columns=columns,
                    detectors=detectors, matrices=matrices, rankings=rankings,
                    classifier=classifier, clean=clean, severity=severity, environment=env,
-                   commands=commands, seeds=seeds, records=ordered, notes=notes)
+                   commands=commands, seeds=seeds, records=ordered, notes=notes,
+                   failure=failure, rc_curves=rc_curves)
 
 
 def build(records: Iterable[dict[str, Any]]) -> Board:
@@ -456,6 +520,25 @@ def is_best(section: Section, metric: str, detector: str, column: str) -> bool:
     c = section.cell(metric, detector, column)
     best = section.best(metric, column)
     return c.mean is not None and best is not None and c.mean == best and len(section.detectors) > 1
+
+
+FAILURE_HEADER = ("set", "detector", "FD-AUROC", "AURC", "risk@95", "pool FD-AUROC",
+                  "shift AUROC")
+FAILURE_NOTE = ("Failure detection, correct predictions positive: FD-AUROC of the score for "
+                "right vs wrong predictions (higher is better), AURC and the selective risk at "
+                "95 % coverage (lower is better), on the set itself; pool: clean and shifted "
+                "images together (the deployment view), beside the detection AUROC of the same "
+                "cell (shifted rejected). Where the two disagree, a detector rejects images the "
+                "classifier gets right, or accepts errors.")
+
+
+def failure_rows(section: Section) -> list[list[str]]:
+    """The failure-detection table as text cells, in :data:`FAILURE_HEADER` order."""
+    rows = []
+    for r in section.failure:
+        rows.append([r.column, r.detector, *[cell_text(r.set[k]) for k in FAILURE_SHOWN],
+                     cell_text(r.pool["fd_auroc"]), cell_text(r.shift_auroc)])
+    return rows
 
 
 def direction_text(metric: str) -> str:

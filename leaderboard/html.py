@@ -29,8 +29,9 @@ from typing import Any, Sequence
 import numpy as np
 
 from bench.leaderboard.core import (
-    METRIC_LABELS, METRICS, SMALL_SET_LEGEND, Board, Cell, Section, cell_text, direction_text,
-    higher_is_better, is_best, pct, scope_label,
+    FAILURE_HEADER, FAILURE_NOTE, FAILURE_SHOWN, METRIC_LABELS, METRICS, SMALL_SET_LEGEND, Board,
+    Cell, Section, cell_text, direction_text, failure_rows, higher_is_better, is_best, pct,
+    scope_label,
 )
 
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -223,6 +224,52 @@ def _classifier(section: Section, idx: int) -> str:
             "misclassified.</p>"
             f'<div class="scroll"><table class="classifier sortable" id="classifier-{idx}">'
             f"<thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table></div>")
+
+
+def _failure(section: Section, idx: int) -> str:
+    if not section.failure:
+        return ""
+    head = "".join(_th(h, h, first="asc", text=i < 2) if i < 2 or h in ("AURC", "risk@95")
+                   else _th(h, h) for i, h in enumerate(FAILURE_HEADER))
+    rows = []
+    for r, texts in zip(section.failure, failure_rows(section)):
+        cells = [r.set[k] for k in FAILURE_SHOWN] + [r.pool["fd_auroc"], r.shift_auroc]
+        rows.append(f"<tr><td>{_e(texts[0])}</td><td class=\"l\">{_e(texts[1])}</td>"
+                    + "".join(f'<td data-v="{_v(c.mean)}"{_tooltip(c)}>{_cell_html(c)}</td>'
+                              for c in cells) + "</tr>")
+    return ("<h3>Failure detection</h3>"
+            f'<p class="muted">{_e(FAILURE_NOTE)}</p>'
+            f'<div class="scroll"><table class="failure sortable" id="failure-{idx}">'
+            f"<thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table></div>")
+
+
+def _rc_figure(section: Section) -> str | None:
+    """One panel per detector: the risk-coverage curve of each ID-side set (lowest seed)."""
+    from matplotlib.figure import Figure
+
+    dets = [d for d in section.detectors if d in section.rc_curves]
+    dets += [d for d in section.rc_curves if d not in dets]
+    if not dets:
+        return None
+    nrows, ncols = _grid(len(dets))
+    fig = Figure(figsize=(_PANEL_IN[0] * ncols, _PANEL_IN[1] * nrows + 0.5))
+    axes = _axes_grid(fig, nrows, ncols)
+    for i, det in enumerate(dets):
+        ax = axes[divmod(i, ncols)]
+        ax.set_axis_on()
+        for label, cov, risk in section.rc_curves[det]:
+            ax.plot(_floats(cov), 100 * _floats(risk), lw=1.4 if label == "clean" else 0.9,
+                    color="black" if label == "clean" else None, label=_short(label, 24))
+        ax.set_title(_short(det, 30), fontsize=8)
+        ax.set(xlim=(0, 1), xticks=[0, 0.5, 1])
+        ax.tick_params(labelsize=7, length=2, pad=1)
+        ax.set_xlabel("coverage (most confident first)", fontsize=7, labelpad=1)
+        if i % ncols == 0:
+            ax.set_ylabel("selective risk (%)", fontsize=7, labelpad=1)
+        if i == 0:
+            ax.legend(fontsize=6, frameon=False, loc="upper left")
+    fig.subplots_adjust(bottom=0.22 / nrows, top=1 - 0.12 / nrows)
+    return _png_uri(fig)
 
 
 # --------------------------------------------------------------------------------------------
@@ -429,6 +476,13 @@ def _section(section: Section, idx: int, metric: str) -> str:
     parts += [_ranking(section, idx, m, metric) for m in METRICS]
     parts += [_matrix(section, idx, m, metric) for m in METRICS]
     parts.append(_classifier(section, idx))
+    parts.append(_failure(section, idx))
+    uri = _rc_figure(section)
+    if uri:
+        parts.append(f'<figure class="rc"><img src="{uri}" alt="risk-coverage curves">'
+                     "<figcaption>Risk-coverage curves per detector (lower is better; black: "
+                     "the clean test set): selective risk when accepting the most confident "
+                     "images first (stored curves, lowest seed)</figcaption></figure>")
     # One severity figure, for the metric asked for (each figure costs ~0.5 s of matplotlib; the
     # matrices already hold every metric at every severity).
     uri = _severity_figure(section, metric)

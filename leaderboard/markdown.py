@@ -9,8 +9,8 @@ from __future__ import annotations
 from typing import Sequence
 
 from bench.leaderboard.core import (
-    METRIC_LABELS, METRICS, SMALL_SET_LEGEND, Board, Section, cell_text, direction_text, is_best,
-    pct, scope_label,
+    FAILURE_HEADER, FAILURE_NOTE, METRIC_LABELS, METRICS, SMALL_SET_LEGEND, Board, Section,
+    cell_text, direction_text, failure_rows, is_best, pct, scope_label,
 )
 
 
@@ -86,6 +86,14 @@ def classifier_lines(section: Section) -> list[str]:
     return lines + _table(header, rows, ["l", "l", "r", "r", "r", "r"]) + [""]
 
 
+def failure_lines(section: Section) -> list[str]:
+    rows = failure_rows(section)
+    if not rows:
+        return []
+    return (["### Failure detection", "", FAILURE_NOTE, ""]
+            + _table(list(FAILURE_HEADER), rows, ["l", "l"] + ["r"] * 5) + [""])
+
+
 def severity_lines(section: Section, metric: str) -> list[str]:
     curves = section.severity[metric]
     if not curves:
@@ -116,6 +124,7 @@ def render(board: Board, metric: str = "auroc") -> str:
         for m in order:
             lines += matrix_lines(section, m)
         lines += classifier_lines(section)
+        lines += failure_lines(section)
         lines += severity_lines(section, metric)
         if section.commands:
             lines += ["### Reproduce", "", "```sh", *section.commands, "```", ""]

@@ -10,7 +10,8 @@ from rich.table import Table
 from rich.text import Text
 
 from bench.leaderboard.core import (
-    METRIC_LABELS, SMALL_SET_LEGEND, Board, Section, cell_text, direction_text, is_best, pct,
+    FAILURE_HEADER, FAILURE_NOTE, METRIC_LABELS, SMALL_SET_LEGEND, Board, Section, cell_text,
+    direction_text, failure_rows, is_best, pct,
     scope_label,
 )
 
@@ -100,6 +101,19 @@ def _classifier(section: Section) -> Table:
     return t
 
 
+def _failure(section: Section) -> list[Table]:
+    rows = failure_rows(section)
+    if not rows:
+        return []
+    t = Table(title="Failure detection (%): does the score flag the classifier's errors?",
+              title_justify="left", caption=FAILURE_NOTE, caption_justify="left")
+    for i, head in enumerate(FAILURE_HEADER):
+        t.add_column(head, justify="left" if i < 2 else "right", no_wrap=i < 2)
+    for row in rows:
+        t.add_row(*row)
+    return [t]
+
+
 def _severity(section: Section, metric: str) -> list[Table]:
     tables = []
     for name, per_det in section.severity[metric].items():
@@ -126,6 +140,7 @@ def renderables(board: Board, metric: str = "auroc",
                  "mean [95 % bootstrap interval]", style="dim"),
             _ranking(section, metric, width), _matrix(section, metric, width),
             _classifier(section),
+            *_failure(section),
             *_severity(section, metric),
         ]
         if section.has_small:
