@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from bench.errors import BenchError
+from bench.results import check_dir_writable
 from bench.registry import DATASETS, DETECTORS, SHIFTS, Spec, expand, parse_spec, split_specs
 
 #: largest seed torch.Generator.manual_seed and numpy accept everywhere we use them
@@ -82,21 +83,7 @@ class Paths:
         """BenchError before any work when the results folder or the cache cannot be written."""
         for what, path, option in (("results folder", self.out, "--out"),
                                    ("cache folder (BENCH_HOME)", self.home, "$BENCH_HOME")):
-            _check_dir_writable(path, what, option)
-
-
-def _check_dir_writable(path: Path, what: str, option: str) -> None:
-    existing = path
-    while not existing.exists():
-        if existing.parent == existing:
-            break
-        existing = existing.parent
-    if existing.exists() and not existing.is_dir():
-        raise BenchError(f"{what} {path} cannot be created: {existing} is a file; "
-                         f"choose another {option}")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise BenchError(f"{what} {path} is not writable ({existing} is read-only); "
-                         f"choose another {option}")
+            check_dir_writable(path, what, option)
 
 
 @dataclass(frozen=True)

@@ -88,6 +88,22 @@ def record_small_set(record: dict[str, Any]) -> bool:
     return small_set(n_in, n_out)
 
 
+def check_dir_writable(path: Path, what: str, option: str) -> None:
+    """BenchError (one line) unless folder ``path`` exists writable or can be created: a file in
+    the way or a read-only ancestor is reported before any work, not after it."""
+    existing = path
+    while not existing.exists():
+        if existing.parent == existing:
+            break
+        existing = existing.parent
+    if existing.exists() and not existing.is_dir():
+        raise BenchError(f"{what} {path} cannot be created: {existing} is a file; "
+                         f"choose another {option}")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise BenchError(f"{what} {path} is not writable ({existing} is read-only); "
+                         f"choose another {option}")
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` so that readers see the old file or the new one, never half."""
     atomic_write_bytes(path, text.encode("utf-8"))

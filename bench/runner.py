@@ -20,6 +20,7 @@ from typing import Any, Callable
 
 from bench import progress
 from bench.executors import LocalExecutor, RayExecutor
+from bench.results import check_dir_writable
 from bench.plan import Paths, RunConfig, make_plan, resolve_device, slug  # noqa: F401 (API)
 from bench.units import (N_BOOT, N_PLOT_SCORES, Unit, UnitResult, clean_unit,  # noqa: F401
                          jpeg_encode, load_ood, ood_unit, plan_cells, png_grid, run_unit,
@@ -79,6 +80,7 @@ def run(cfg: RunConfig, console: Any = None,
                                    download=plan.download, jpeg=plan.ood_jpeg)
             for seed in plan.seeds for spec in plan.ood}
     ctx, id_views = build_context(plan, paths, data, say)
+    check_dir_writable(ctx.out_dir, "results folder", "--out")  # its name needs the model
     units = ([clean_unit(seed, plan.detectors) for seed in plan.seeds]
              + [shift_unit(s, seed, plan.detectors, paths.data_root)
                 for seed in plan.seeds for s in plan.shifts]

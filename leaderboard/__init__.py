@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 from bench.errors import BenchError, did_you_mean
 from bench.leaderboard.core import METRICS, Board, build
-from bench.results import atomic_write_text, load_records, record_files
+from bench.results import atomic_write_text, check_dir_writable, load_records, record_files
 
 FORMATS: tuple[str, ...] = ("terminal", "md", "csv", "html")
 
@@ -41,6 +41,13 @@ def render(results_dir: Path | str, *, fmt: str = "terminal", metric: str = "aur
     """
     _choice("format", fmt, FORMATS, "--format")
     _choice("metric", metric, METRICS, "--metric")
+    if out is not None:  # before the work, not after it
+        out = Path(out)
+        if out.is_dir():
+            ext = {"terminal": "txt"}.get(fmt, fmt)
+            raise BenchError(f"--out {out} is a folder; give a file name, e.g. "
+                             f"--out {out / f'board.{ext}'}")
+        check_dir_writable(out.parent, "leaderboard output folder", "--out")
     results_dir = Path(results_dir)
     records = load_records(results_dir, include_failed=True, skip_invalid=skip_invalid)
     if not records:
@@ -58,11 +65,6 @@ def render(results_dir: Path | str, *, fmt: str = "terminal", metric: str = "aur
     }
     text = renderers[fmt]()
     if out is not None:
-        out = Path(out)
-        if out.is_dir():
-            ext = {"terminal": "txt"}.get(fmt, fmt)
-            raise BenchError(f"--out {out} is a folder; give a file name, e.g. "
-                             f"--out {out / f'board.{ext}'}")
         atomic_write_text(out, text)
     return text
 

@@ -123,6 +123,8 @@ def main(folder: str) -> None:
             for d in DETECTORS:
                 w(f"| {d} | " + " | ".join(pct(get(d, a, s, metric)) for a, s in cols) + " |\n")
 
+        failure_section(w, recs, cell)
+
         w("\n### The classifier under each anomaly (%)\n\n")
         w("| shift | severity | acc | ECE | attack success |\n|---|---:|---:|---:|---:|\n")
         for a in ANOMALIES:
@@ -147,6 +149,53 @@ def main(folder: str) -> None:
     notes = root / "walltime-notes.md"  # circumstances of a run that its times alone hide
     if notes.is_file():
         w("\n" + notes.read_text())
+
+
+def failure_section(w, recs: list[dict], cell: dict) -> None:
+    """Failure detection on the clean test set and each anomaly at severity 3 (records'
+    ``failure`` blocks), and whether the best detector of a shift also best flags errors."""
+    clean = {r["detector"]["name"]: r for r in recs if r["shift"]["group"] == "clean"}
+    if not clean:
+        return
+    sets = [("clean", None)] + [(a, 3) for a in ANOMALIES if any(k[1:] == (a, 3) for k in cell)]
+
+    def fd(det, name, sev, key):
+        r = clean.get(det) if name == "clean" else cell.get((det, name, sev))
+        return None if r is None or not r.get("failure") else r["failure"].get(key)
+
+    w("\n### Failure detection: does the score flag the classifier's errors? (%)\n\n")
+    w("Correct predictions are the positives (docs/metrics.md): FD-AUROC of the detector's "
+      "score for right vs wrong predictions on each set (higher is better), then AURC, the "
+      "area under the risk-coverage curve (lower is better). `clean` is the scored test set "
+      "itself; the anomalies are at severity 3.\n\n")
+    for key, title in (("fd_auroc", "FD-AUROC"), ("aurc", "AURC")):
+        w(f"| {title} | " + " | ".join(n if s is None else f"{n} s{s}" for n, s in sets)
+          + " |\n|---|" + "---:|" * len(sets) + "\n")
+        for d in DETECTORS:
+            w(f"| {d} | " + " | ".join(pct(fd(d, n, s, key)) for n, s in sets) + " |\n")
+        w("\n")
+    # the reading, computed: per anomaly, the best detector of the shift vs of the errors
+    agree, lines = 0, []
+    for name, sev in sets[1:]:
+        det_auroc = {d: cell[(d, name, sev)]["metrics"].get("auroc") for d in DETECTORS
+                     if (d, name, sev) in cell}
+        det_fd = {d: fd(d, name, sev, "fd_auroc") for d in DETECTORS}
+        det_auroc = {d: v for d, v in det_auroc.items() if v is not None}
+        det_fd = {d: v for d, v in det_fd.items() if v is not None}
+        if not det_auroc or not det_fd:
+            continue
+        best_shift, best_fd = max(det_auroc, key=det_auroc.get), max(det_fd, key=det_fd.get)
+        agree += best_shift == best_fd
+        lines.append(f"{name}: {best_shift} detects the shift best (AUROC "
+                     f"{pct(det_auroc[best_shift])}), {best_fd} flags the errors best (FD-AUROC "
+                     f"{pct(det_fd[best_fd])})")
+    best_clean = max((d for d in DETECTORS if fd(d, "clean", None, "fd_auroc") is not None),
+                     key=lambda d: fd(d, "clean", None, "fd_auroc"), default=None)
+    if lines:
+        w(f"Computed from the tables: the detector that best detects an anomaly is also the one "
+          f"that best flags the classifier's errors on it in {agree} of {len(lines)} anomalies"
+          + (f"; on the clean test set {best_clean} flags errors best" if best_clean else "")
+          + ". Per anomaly: " + "; ".join(lines) + ".\n")
 
 
 INTRO = """The seed paper (Mulé & Shaner) reports, for CIFAR-10 as ID data, "OoD accuracy" on resized

@@ -64,6 +64,8 @@ CASES = [
     pytest.param("seeds-duplicate", ["run", "--seeds", "0,0"], "given twice"),
     pytest.param("seed-negative", ["run", "--seed", "-1"], "-1"),
     pytest.param("out-under-a-file", ["run", "--out", "{tmp}/afile/results"], "afile"),
+    ("leaderboard-out-under-a-file", ["leaderboard", "{tmp}", "--out", "{tmp}/afile/b.html"],
+     "afile"),
 ]
 
 

@@ -123,3 +123,21 @@ def test_output_locations_are_checked_before_any_work(tmp_path):
                          capture_output=True, text=True, env=env, timeout=300)
     assert res.returncode == 2 and "cache folder (BENCH_HOME)" in res.stderr
     assert not (tmp_path / "r").exists()
+
+
+def test_records_folder_that_is_a_file_fails_before_fitting(tmp_path):
+    """The per-model records folder is named after the classifier; a file there is reported
+    once the model is known, before any detector is fitted or any shift computed."""
+    out = tmp_path / "r"
+    out.mkdir()
+    first = run(RunConfig(detectors=["msp"], shifts=["contrast"], device="cpu", out=out,
+                          home=tmp_path / "home"))
+    folder = first.out_dir
+    for p in folder.iterdir():
+        p.unlink()
+    folder.rmdir()
+    folder.write_text("in the way")
+    with pytest.raises(BenchError, match="is a file"):
+        run(RunConfig(detectors=["zhou"], shifts=["contrast"], device="cpu", out=out,
+                      home=tmp_path / "home"))
+    assert not (tmp_path / "home" / "detectors").exists()  # zhou was never fitted
