@@ -42,6 +42,11 @@ class Shift(Component):
     successful_only: bool = False
     #: 1..5, or None when explicit parameters were given (set by :meth:`_init_severity`)
     severity: int | None = None
+    #: parameters in pixel units whose severity values count quantisation steps of the data:
+    #: (1, 2, 4, 8, 16)/255 are 1..16 steps of 8-bit images, and shifts that declare a
+    #: ``pixel_step`` parameter (the data's step, passed by the run) scale them to it, so an
+    #: L-inf budget is never smaller than what the stored images can show (17-level digits)
+    quantised: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, *, severity: int | None = None, **params: Any):
         self._init_severity(severity, params)
@@ -54,6 +59,11 @@ class Shift(Component):
         """
         p = self.severity_param
         table = {p: self.severities} if p else dict(self.severity_table)
+        step = params.get("pixel_step")
+        if step is not None and (isinstance(step, bool) or not isinstance(step, (int, float))
+                                 or not 0 < step <= 1):
+            raise BenchError(f"{self.name}: pixel_step must be a number in (0, 1], got {step!r}")
+        scale = max(1, round(step * 255)) if step is not None else 1
         given = [k for k in table if params.get(k) is not None]
         if severity is not None and given:
             raise BenchError(f"{self.name}: give either severity or {given[0]}, not both")
@@ -65,7 +75,8 @@ class Shift(Component):
             for k, values in table.items():
                 v = params.get(k)
                 if v is None:
-                    params[k] = values[level - 1]
+                    params[k] = (min(1.0, values[level - 1] * scale) if k in self.quantised
+                                 else values[level - 1])
                 elif not isinstance(v, (int, float)) or isinstance(v, bool):
                     raise BenchError(f"{self.name}: {k} must be a number, got {v!r}")
             if not given:

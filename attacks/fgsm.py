@@ -34,7 +34,8 @@ class FGSM(Shift):
     batch (torchattacks takes the batch mean; the sign is the same, and with the sum an
     image's gradient does not depend on ``batch_size``). The model runs in eval mode, in
     float32; its mode is restored afterwards. eps by severity 1..5: 1/255 2/255 4/255 8/255
-    16/255. ``successful_only=True`` asks the runner to score only correctly classified
+    16/255 for 8-bit data, i.e. 1, 2, 4, 8, 16 quantisation steps (``pixel_step``, given by
+    the run from the dataset: 16/255 for the 17-level digits, so eps = 64/255 at severity 3). ``successful_only=True`` asks the runner to score only correctly classified
     images that the attack flips (Lee et al. 2018; METHODS.md §2).
     Shapes: x (N,C,H,W) in [0,1], y (N,) -> (N,C,H,W), same dtype and device as x.
     """
@@ -43,11 +44,14 @@ class FGSM(Shift):
     needs_model: ClassVar[bool] = True
     severity_param: ClassVar[str] = "eps"
     severities: ClassVar[tuple[float, ...]] = EPS_BY_SEVERITY
+    quantised: ClassVar[tuple[str, ...]] = ("eps",)
 
     def __init__(self, *, severity: int | None = None, eps: float | None = None,
-                 batch_size: int = 256, successful_only: bool = False):
+                 batch_size: int = 256, successful_only: bool = False,
+                 pixel_step: float | None = None):
         self._init_severity(severity, {"eps": eps, "batch_size": batch_size,
-                                       "successful_only": successful_only})
+                                       "successful_only": successful_only,
+                                       "pixel_step": pixel_step})
         check_attack_params(self)
 
     def apply(self, x: Tensor, y: Tensor, *, model: nn.Module | None,

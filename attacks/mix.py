@@ -32,8 +32,9 @@ class Mix(Shift):
     group: ClassVar[str] = ANOMALY_MIX
     needs_model: ClassVar[bool] = True
 
-    def __init__(self, *, severity: int | None = None, batch_size: int = 256):
-        self._init_severity(severity, {"batch_size": batch_size})
+    def __init__(self, *, severity: int | None = None, batch_size: int = 256,
+                 pixel_step: float | None = None):
+        self._init_severity(severity, {"batch_size": batch_size, "pixel_step": pixel_step})
         if self.severity is None:
             self.severity = 3
         check_int(self.name, "batch_size", self.batch_size)
@@ -42,7 +43,8 @@ class Mix(Shift):
         """The five part shifts in the order of k, configured at this shift's severity."""
         s = self.severity
         return [GaussianNoise(severity=s), SaltPepper(severity=s),
-                FGSM(severity=s, batch_size=self.batch_size), BrightnessContrast(severity=s),
+                FGSM(severity=s, batch_size=self.batch_size, pixel_step=self.pixel_step),
+                BrightnessContrast(severity=s),
                 PixelDropout(severity=s)]
 
     def apply(self, x: Tensor, y: Tensor, *, model: nn.Module | None,

@@ -35,13 +35,16 @@ class PGD(Shift):
     needs_model: ClassVar[bool] = True
     severity_param: ClassVar[str] = "eps"
     severities: ClassVar[tuple[float, ...]] = EPS_BY_SEVERITY
+    quantised: ClassVar[tuple[str, ...]] = ("eps",)
 
     def __init__(self, *, severity: int | None = None, eps: float | None = None,
                  alpha: float | None = None, steps: int = 10, random_start: bool = True,
-                 batch_size: int = 256, successful_only: bool = False):
+                 batch_size: int = 256, successful_only: bool = False,
+                 pixel_step: float | None = None):
         self._init_severity(severity, {"eps": eps, "alpha": alpha, "steps": steps,
                                        "random_start": random_start, "batch_size": batch_size,
-                                       "successful_only": successful_only})
+                                       "successful_only": successful_only,
+                                       "pixel_step": pixel_step})
         check_attack_params(self)
         if self.alpha is None:
             self.alpha = self.eps / 4

@@ -358,7 +358,9 @@ def _param_text(reg, comp_name: str, cls) -> str:
     parameters shows its resolved severity and the values that severity sets (not None)."""
     from bench.registry import signature_params
 
-    params = {k: v for k, v in signature_params(cls).items() if k not in ("device", "data_root")}
+    # what the run supplies (device, data root, seed, pixel step) is not typed by users
+    hidden = getattr(cls, "context_params", ("device", "data_root"))
+    params = {k: v for k, v in signature_params(cls).items() if k not in hidden}
     if not getattr(cls, "takes_arg", False) and hasattr(cls, "severity_keys"):
         try:
             params = {k: v for k, v in reg.create(comp_name).get_params().items()

@@ -157,7 +157,7 @@ def build_context(plan: Plan, paths: Paths, data: IdData,
     dataset = {"name": plan.dataset_name, "spec": plan.dataset, "sha256": data_sha,
                "n_fit": len(fit_v), "n_val": len(val_v), "n_test": len(test_v),
                "shape": [c, h, w], "data_root": str(paths.data_root),
-               "split_seed": plan.split_seed}
+               "split_seed": plan.split_seed, "pixel_step": plan.pixel_step}
     # the seed that trained the network, for networks trained here (not for checkpoints)
     trained = info.get("source") in ("trained", "cache")
     out_dir = paths.out / slug(

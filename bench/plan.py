@@ -104,6 +104,8 @@ class Plan:
     seeds: tuple[int, ...]
     model_seed: int
     split_seed: int
+    #: the ID dataset's pixel quantisation step (attacks' eps tables count steps)
+    pixel_step: float
     ood_jpeg: int | None
     force: bool
     refit: bool
@@ -203,12 +205,13 @@ def make_plan(cfg: RunConfig, paths: Paths, plugins: list[str] | None = None) ->
         det = DETECTORS.create(s, device=str(device))  # validates parameters
         needs |= set(det.needs)
     for s in shifts:
-        SHIFTS.create(s, data_root=paths.data_root)
+        SHIFTS.create(s, data_root=paths.data_root, pixel_step=ds_cls.pixel_step)
     return Plan(dataset=cfg.dataset, dataset_name=ds_spec.name, model=model,
                 weights=cfg.weights, norm=cfg.norm, download=cfg.download, device=str(device),
                 batch_size=cfg.batch_size, detectors=tuple(detectors), shifts=tuple(shifts),
                 ood=tuple(ood), seeds=seeds, model_seed=cfg.model_seed,
-                split_seed=cfg.split_seed, ood_jpeg=cfg.ood_jpeg, force=cfg.force,
+                split_seed=cfg.split_seed, pixel_step=ds_cls.pixel_step, ood_jpeg=cfg.ood_jpeg,
+                force=cfg.force,
                 refit=cfg.refit, plugins=plugins, command=cfg.command, needs=frozenset(needs))
 
 

@@ -192,7 +192,8 @@ class Component:
     #: left out of ``all`` (``--attack all``, ``--detector all``); still usable by name
     hidden: ClassVar[bool] = False
     #: parameters the run supplies, not the user: kept in records, left out of spec labels
-    context_params: ClassVar[frozenset[str]] = frozenset({"device", "data_root", "seed"})
+    context_params: ClassVar[frozenset[str]] = frozenset({"device", "data_root", "seed",
+                                                          "pixel_step"})
 
     @classmethod
     def severity_keys(cls) -> tuple[str, ...]:

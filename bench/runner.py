@@ -82,7 +82,7 @@ def run(cfg: RunConfig, console: Any = None,
     ctx, id_views = build_context(plan, paths, data, say)
     check_dir_writable(ctx.out_dir, "results folder", "--out")  # its name needs the model
     units = ([clean_unit(seed, plan.detectors) for seed in plan.seeds]
-             + [shift_unit(s, seed, plan.detectors, paths.data_root)
+             + [shift_unit(s, seed, plan.detectors, paths.data_root, plan.pixel_step)
                 for seed in plan.seeds for s in plan.shifts]
              + [ood_unit(oods[(s, seed)], seed, plan.detectors)
                 for seed in plan.seeds for s in plan.ood])

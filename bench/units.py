@@ -96,8 +96,9 @@ def clean_unit(seed: int, detectors: tuple[str, ...]) -> Unit:
     return Unit("clean", "clean", seed, detectors, dict(CLEAN))
 
 
-def shift_unit(spec: str, seed: int, detectors: tuple[str, ...], data_root: Path) -> Unit:
-    shift = SHIFTS.create(spec, data_root=data_root)
+def shift_unit(spec: str, seed: int, detectors: tuple[str, ...], data_root: Path,
+               pixel_step: float = 1 / 255) -> Unit:
+    shift = SHIFTS.create(spec, data_root=data_root, pixel_step=pixel_step)
     meta = {"name": shift.name, "spec": shift.spec(), "params": shift.get_params(),
             "dist": SHIFTS.dist_of(shift.name), "group": shift.group,
             "severity": getattr(shift, "severity", None), "proximity": None, "sha256": None,
@@ -322,7 +323,8 @@ def _shifted_views(ctx: Context, unit: Unit, paths: Paths) -> Shifted:
                        png_grid(ood.images), {"views": ctx.views_s, "shift": ood.load_s}, cached)
 
     # the shifted set is named by what produces it: a cache hit runs no shift, no forward pass
-    shift = SHIFTS.create(unit.spec, data_root=paths.data_root)
+    shift = SHIFTS.create(unit.spec, data_root=paths.data_root,
+                          pixel_step=ctx.dataset["pixel_step"])
     name = f"{unit.spec}-seed{unit.seed}"
     key = {"shift": unit.meta["spec"], "params": unit.meta["params"], "seed": unit.seed,
            "code": unit.meta["code"], "data": ctx.dataset["sha256"]["test"],

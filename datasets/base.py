@@ -83,6 +83,8 @@ class Dataset(Component):
     display_exclude: ClassVar[tuple[str, ...]] = ("proximity",)
     #: ID datasets: the ``--model`` used when none is given
     default_model: ClassVar[str | None] = None
+    #: the quantisation step of the stored pixels on [0, 1]; attacks' eps tables count steps
+    pixel_step: ClassVar[float] = 1 / 255
 
     @classmethod
     def available(cls, data_root: Path, id_dataset: str) -> list[str]:

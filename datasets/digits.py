@@ -27,6 +27,8 @@ class Digits(Dataset):
     is_id: ClassVar[bool] = True
     splits: ClassVar[tuple[str, ...]] = ("train", "test")
     default_model: ClassVar[str | None] = "cnn"
+    #: 17 grey levels (0..16 stored as round(v * 255 / 16)): one step is 16/255
+    pixel_step: ClassVar[float] = 16 / 255
 
     def load(self, split: str, ctx: LoadContext) -> ImageSet:
         self.check_split(split)

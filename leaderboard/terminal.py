@@ -101,17 +101,30 @@ def _classifier(section: Section) -> Table:
     return t
 
 
-def _failure(section: Section) -> list[Table]:
+def _failure(section: Section, width: int | None = None) -> list[RenderableType]:
+    """One table of every (set, detector); when wider than ``width``, one table per set, so
+    labels and numbers stay whole."""
     rows = failure_rows(section)
     if not rows:
         return []
-    t = Table(title="Failure detection (%): does the score flag the classifier's errors?",
-              title_justify="left", caption=FAILURE_NOTE, caption_justify="left")
-    for i, head in enumerate(FAILURE_HEADER):
-        t.add_column(head, justify="left" if i < 2 else "right", no_wrap=i < 2)
-    for row in rows:
-        t.add_row(*row)
-    return [t]
+    title = "Failure detection (%): does the score flag the classifier's errors?"
+
+    def table(heads: tuple[str, ...], body: list[list[str]], name: str | None) -> Table:
+        t = Table(title=name, title_justify="left")
+        for i, head in enumerate(heads):
+            t.add_column(head, justify="right" if head in FAILURE_HEADER[2:] else "left",
+                         no_wrap=True)
+        for row in body:
+            t.add_row(*row)
+        return t
+
+    whole = table(FAILURE_HEADER, rows, title)
+    if _fits(whole, width):
+        return [whole, Text(FAILURE_NOTE, style="dim")]
+    out: list[RenderableType] = [Text(title, style="italic")]
+    for label in dict.fromkeys(r[0] for r in rows):
+        out.append(table(FAILURE_HEADER[1:], [r[1:] for r in rows if r[0] == label], label))
+    return out + [Text(FAILURE_NOTE, style="dim")]
 
 
 def _severity(section: Section, metric: str) -> list[Table]:
@@ -140,7 +153,7 @@ def renderables(board: Board, metric: str = "auroc",
                  "mean [95 % bootstrap interval]", style="dim"),
             _ranking(section, metric, width), _matrix(section, metric, width),
             _classifier(section),
-            *_failure(section),
+            *_failure(section, width),
             *_severity(section, metric),
         ]
         if section.has_small:

@@ -24,8 +24,10 @@ def bench(*args: str, cwd: Path | None = None, env: dict | None = None) -> subpr
                           env={**os.environ, **(env or {})}, timeout=600)
 
 
-def records(folder: Path) -> list[dict]:
-    return [json.loads(p.read_text()) for p in sorted(folder.rglob("*.json"))]
+def records(folder: Path, clean: bool = False) -> list[dict]:
+    """The records under ``folder``; the clean cells (failure detection only) when asked."""
+    recs = [json.loads(p.read_text()) for p in sorted(folder.rglob("*.json"))]
+    return [r for r in recs if clean or r["shift"]["group"] != "clean"]
 
 
 def test_run_msp_fgsm_writes_records_and_table(tmp_path):
@@ -35,9 +37,13 @@ def test_run_msp_fgsm_writes_records_and_table(tmp_path):
     assert "clean accuracy" in res.stderr
     recs = records(tmp_path / "r")
     assert len(recs) == 1
+    (clean,) = [r for r in records(tmp_path / "r", clean=True) if r["shift"]["spec"] == "clean"]
+    assert clean["detector"]["name"] == "msp" and clean["failure"]["n"] == 809
     rec = recs[0]
     assert rec["status"] == "ok" and rec["detector"]["name"] == "msp"
-    assert rec["shift"]["params"]["eps"] == pytest.approx(4 / 255)  # severity 3 default
+    # severity 3 = 4 quantisation steps; the digits' pixels have 17 levels, a step of 16/255
+    assert rec["shift"]["params"]["eps"] == pytest.approx(4 * 16 / 255)
+    assert rec["shift"]["params"]["pixel_step"] == pytest.approx(16 / 255)
     assert rec["n_in"] == rec["n_out"] == rec["dataset"]["n_test"]
     # 1,797 digits -> 899 test half -> val = round(0.1 * 899) = 90 -> 809 scored
     assert rec["dataset"]["n_test"] == 809 and rec["dataset"]["n_val"] == 90
@@ -58,7 +64,8 @@ def test_json_output_and_metrics_match_independent_computation(tmp_path):
                 "--out", str(tmp_path / "r"))
     assert res.returncode == 0, res.stderr
     lines = [json.loads(line) for line in res.stdout.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0]["shift"]["name"] == "uniform"
+    assert sorted(r["shift"]["name"] for r in lines) == ["clean", "uniform"]
+    lines = [r for r in lines if r["shift"]["name"] == "uniform"]
     rec = lines[0]
 
     ctx = LoadContext(data_root=Path("."), seed=0, id_shape=(1, 8, 8), n_id_test=809)
@@ -82,12 +89,12 @@ def test_resume_runs_only_missing_cells(tmp_path):
     args = ["run", "--detector", "msp,energy", "--attack", "gaussian_noise,contrast", "--out", str(out)]
     assert bench(*args).returncode == 0
     files = sorted(out.rglob("*.json"))
-    assert len(files) == 4
+    assert len(files) == 6  # 2 detectors x (2 shifts + the clean cell)
     files[0].unlink()  # as if the run had been interrupted before this cell
     before = {p: p.stat().st_mtime_ns for p in files[1:]}
     res = bench(*args)
     assert res.returncode == 0
-    assert "3 cell(s) already done" in res.stderr
+    assert "5 cell(s) already done" in res.stderr
     assert files[0].is_file()
     assert all(p.stat().st_mtime_ns == t for p, t in before.items())
     res = bench(*args, "--force")
@@ -195,13 +202,13 @@ def test_ctrl_c_then_rerun_completes_only_missing_cells(tmp_path):
     done = sorted(out.rglob("*.json"))
     assert proc.returncode == 130, stderr
     assert "interrupted" in stderr
-    assert 4 <= len(done) < 48, len(done)
+    assert 4 <= len(done) < 54, len(done)  # 2 detectors x (8 shifts + clean) x 3 seeds
     assert not [p for p in out.rglob("*") if p.is_file() and p.suffix != ".json"]  # no temp files
     for p in done:
         json.loads(p.read_text())  # every file on disk is a whole record
     res = subprocess.run(args, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr
-    assert f"{48 - len(done)} record(s) written" in res.stderr.replace("\n", " ")
+    assert f"{54 - len(done)} record(s) written" in res.stderr.replace("\n", " ")
     assert f"{len(done)} cell(s) already done" in res.stderr.replace("\n", " ")
 
 

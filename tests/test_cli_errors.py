@@ -112,7 +112,9 @@ def test_a_good_command_line_still_works(tmp_path, home):
     res = _run(["run"], tmp_path, home)
     assert res.returncode == 0, res.stderr[-2000:]
     recs = [json.loads(p.read_text()) for p in (tmp_path / "results").rglob("*.json")]
-    assert len(recs) == 1 and recs[0]["status"] == "ok"
+    # the shift cell and the detector's clean cell
+    assert sorted(r["shift"]["group"] for r in recs) == ["attack", "clean"]
+    assert all(r["status"] == "ok" for r in recs)
 
 
 @pytest.mark.parametrize("text, want", [("0", [0]), ("0,1,2", [0, 1, 2]), (" 5 , 3 ", [5, 3]),

@@ -40,7 +40,8 @@ def test_local_and_ray_write_the_same_records(tmp_path):
                              timeout=900, env={**os.environ, "BENCH_HOME": str(ray_home)})
     assert ray_run.returncode == 0, ray_run.stderr
     a, b = records(tmp_path / "local"), records(tmp_path / "ray")
-    assert set(a) == set(b) and len(a) == 6 * 9 * 2  # 6 detectors, 9 built-in shifts
+    # 6 detectors x (9 built-in shifts + the clean cell) x 2 seeds
+    assert set(a) == set(b) and len(a) == 6 * 10 * 2
     for key in a:
         (name_a, ra), (name_b, rb) = a[key], b[key]
         assert name_a == name_b and ra["cell_id"] == rb["cell_id"], key
@@ -49,7 +50,9 @@ def test_local_and_ray_write_the_same_records(tmp_path):
         assert ra["metrics"] == rb["metrics"], key
         assert ra["metrics_ci"] == rb["metrics_ci"], key
         assert ra["classifier"] == rb["classifier"], key
-        assert rb["cache"]["shift_views"] is False  # computed by a Ray worker
+        assert ra["failure"] == rb["failure"] and ra["deployment"] == rb["deployment"], key
+        if rb["shift"]["group"] != "clean":
+            assert rb["cache"]["shift_views"] is False  # computed by a Ray worker
     assert "units (ray)" not in ray_run.stdout  # progress goes to stderr only
 
 

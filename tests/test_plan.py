@@ -83,10 +83,10 @@ def test_ood_all_asks_each_dataset_class(tmp_path, shared_data):
 def test_split_and_model_seeds_are_recorded_and_change_what_they_should(tmp_path):
     home = tmp_path / "home"
     base = dict(detectors=["msp"], shifts=["contrast"], device="cpu", home=home)
-    a = run(RunConfig(**base, out=tmp_path / "a")).records[0]
-    b = run(RunConfig(**base, split_seed=1, out=tmp_path / "b")).records[0]
-    c = run(RunConfig(**base, model_seed=1, out=tmp_path / "c")).records[0]
-    d = run(RunConfig(**base, seeds=[1], out=tmp_path / "d")).records[0]
+    a = run(RunConfig(**base, out=tmp_path / "a")).records[-1]
+    b = run(RunConfig(**base, split_seed=1, out=tmp_path / "b")).records[-1]
+    c = run(RunConfig(**base, model_seed=1, out=tmp_path / "c")).records[-1]
+    d = run(RunConfig(**base, seeds=[1], out=tmp_path / "d")).records[-1]
     assert (a["dataset"]["split_seed"], b["dataset"]["split_seed"]) == (0, 1)
     assert (a["model"]["train_seed"], c["model"]["train_seed"], d["model"]["train_seed"]) == (0, 1, 0)
     # --split-seed: the val images are another stratified draw (sklearn, independently)

@@ -292,8 +292,10 @@ def test_example_package_runs_through_bench_run(example_site, tmp_path):
                   "--plugin", str(plugin), env=env, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     records = [json.loads(p.read_text()) for p in out.rglob("*.json")]
-    by_det = {r["detector"]["name"]: r for r in records}
+    by_det = {r["detector"]["name"]: r for r in records if r["shift"]["group"] != "clean"}
     assert set(by_det) == {"knn", "tp_maxlogit"}
+    clean = {r["detector"]["name"]: r for r in records if r["shift"]["group"] == "clean"}
+    assert set(clean) == {"knn", "tp_maxlogit"} and clean["knn"]["failure"]["n"] == 809
     knn = by_det["knn"]
     assert knn["status"] == "ok"
     assert knn["detector"]["dist"] == "shiftbench-plugin-example"

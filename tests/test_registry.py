@@ -168,7 +168,8 @@ def test_register_and_create(reg):
     w = reg.create("blue(size=5)", device="cuda", data_root="ignored")  # context it does not name
     assert (w.size, w.device) == (5, "cuda")
     assert reg.create(Spec("blue")).size == 3
-    assert w.spec() == "blue(size=5, device=cuda)"
+    # the device is context the run supplies: recorded in the params, not part of the label
+    assert w.spec() == "blue(size=5)" and w.get_params()["device"] == "cuda"
     assert reg.dist_of("blue") is None
 
 

@@ -102,7 +102,7 @@ def test_write_then_read_round_trip_with_nan_as_null(tmp_path):
 
 @pytest.mark.parametrize("change,message", [
     (lambda r: r.update(schema="other"), "not a shiftbench result"),
-    (lambda r: r.update(schema_version=2), "result schema version 2 is not supported"),
+    (lambda r: r.update(schema_version=3), "result schema version 3 is not supported"),
     (lambda r: r.pop("cell_id"), "field 'cell_id' missing or not str"),
     (lambda r: r.update(seed="0"), "field 'seed' missing or not int"),
     (lambda r: r.update(metrics=[]), "field 'metrics' missing or not dict"),
@@ -151,7 +151,8 @@ def test_load_to_frame_round_trip(tmp_path):
 
     df = R.load(tmp_path)
     assert isinstance(df, pd.DataFrame) and len(df) == 2
-    assert list(df.columns[-12:]) == [*R.DETECTOR_METRICS, *R.CLASSIFIER_METRICS,
+    fd_cols = [c for m in R.FAILURE_METRICS for c in (m, f"pool_{m}")]
+    assert list(df.columns[-24:]) == [*R.DETECTOR_METRICS, *R.CLASSIFIER_METRICS, *fd_cols,
                                       "clean_acc", "clean_ece"]
     for (det, shift, seed), m in recs.items():
         row = df[(df.detector == det) & (df.seed == seed)].iloc[0]

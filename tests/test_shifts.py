@@ -636,3 +636,24 @@ def test_capability_flags_have_base_defaults():
         frozenset({"logits"}), False, False, False)
     assert (Dataset.is_id, Dataset.proximity, Dataset.hidden, Dataset.takes_arg) == (
         False, None, False, False)
+
+
+def test_attack_budgets_count_quantisation_steps_of_the_data():
+    """eps by severity is 1, 2, 4, 8, 16 steps of the data's pixels: /255 for 8-bit images,
+    x16 for the 17-level digits; an explicit eps is kept as given."""
+    from bench.attacks.base import SHIFTS
+
+    for sev, steps in zip(range(1, 6), (1, 2, 4, 8, 16)):
+        assert SHIFTS.create(f"fgsm(severity={sev})", pixel_step=1 / 255).eps == steps / 255
+        assert SHIFTS.create(f"fgsm(severity={sev})", pixel_step=16 / 255).eps == \
+            pytest.approx(min(1.0, steps * 16 / 255))  # 16 steps of 16/255 is the whole range
+    assert SHIFTS.create("fgsm(eps=0.01)", pixel_step=16 / 255).eps == 0.01
+    pgd = SHIFTS.create("pgd", pixel_step=16 / 255)
+    assert pgd.eps == pytest.approx(64 / 255) and pgd.alpha == pytest.approx(16 / 255)
+    assert pgd.spec() == "pgd(severity=3)"  # the step is context, not part of the label
+    mix_fgsm = SHIFTS.create("mix(severity=2)", pixel_step=16 / 255).part_shifts()[2]
+    assert mix_fgsm.eps == pytest.approx(2 * 16 / 255)
+    # without a step (Python API on 8-bit data) the table is METHODS.md's
+    assert SHIFTS.create("fgsm").eps == 4 / 255
+    with pytest.raises(BenchError, match="pixel_step"):
+        SHIFTS.create("fgsm", pixel_step=0)

@@ -71,8 +71,9 @@ def test_adding_detectors_computes_no_shift_and_no_forward_pass(tmp_path, monkey
     home = tmp_path / "home"
     first = run(RunConfig(detectors=["mahalanobis"], shifts=["fgsm", "pgd"], device="cpu",
                           out=tmp_path / "r", home=home))
-    assert [r["cache"]["shift_views"] for r in first.records] == [False, False]
-    assert all(r["timings"]["shift"] > 0 for r in first.records)
+    attacked = [r for r in first.records if r["shift"]["group"] == "attack"]
+    assert [r["cache"]["shift_views"] for r in attacked] == [False, False]
+    assert all(r["timings"]["shift"] > 0 for r in attacked)
 
     passes, attacks = [], []
     orig_views = views_mod.compute_views
@@ -88,9 +89,11 @@ def test_adding_detectors_computes_no_shift_and_no_forward_pass(tmp_path, monkey
                            device="cpu", out=tmp_path / "r", home=home))
     assert attacks == []
     assert [p for p in passes if p not in ("fit", "test")] == []  # ID views come from the cache too
-    assert second.skipped == 2 and len(second.records) == 4
-    assert all(r["cache"]["shift_views"] and r["timings"]["shift"] == 0.0
-               for r in second.records)
+    # mahalanobis' three cells were done; msp and energy get their clean and attack cells
+    assert second.skipped == 3 and len(second.records) == 6
+    attacked = [r for r in second.records if r["shift"]["group"] == "attack"]
+    assert len(attacked) == 4 and all(r["cache"]["shift_views"] and r["timings"]["shift"] == 0.0
+                                      for r in attacked)
     assert second.shift_views_cached == 2
 
 
@@ -111,23 +114,23 @@ def test_edited_detector_source_recomputes_its_records(tmp_path):
     assert first.returncode == 0, first.stderr
     files = sorted((tmp_path / "r").rglob("*.json"))
     old = {p.name: json.loads(p.read_text()) for p in files}
-    assert len(old) == 2
+    assert len(old) == 4  # 2 detectors x (gaussian_noise + the clean cell)
 
     same = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
-    assert "0 record(s) written" in same.stderr and "2 cell(s) already done" in same.stderr
+    assert "0 record(s) written" in same.stderr and "4 cell(s) already done" in same.stderr
 
     plugin.write_text(src + "# a comment: the source changed\n")
     edited = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     assert edited.returncode == 0, edited.stderr
-    assert "1 record(s) written" in edited.stderr
-    assert "1 cell(s) recomputed" in edited.stderr
+    assert "2 record(s) written" in edited.stderr  # maxlogit's two cells, not msp's
+    assert "2 cell(s) recomputed" in edited.stderr
     new = {p.name: json.loads(p.read_text()) for p in sorted((tmp_path / "r").rglob("*.json"))}
     assert set(new) == set(old)  # the maxlogit record was replaced in place, msp kept
-    ml = next(n for n in new if n.startswith("maxlogit"))
+    ml = next(n for n in new if n.startswith("maxlogit__gaussian"))
     assert new[ml]["cell_id"] != old[ml]["cell_id"]
     assert new[ml]["code"]["detector"] != old[ml]["code"]["detector"]
     assert new[ml]["metrics"] == old[ml]["metrics"]  # a comment changes no number
-    msp = next(n for n in new if n.startswith("msp"))
+    msp = next(n for n in new if n.startswith("msp__gaussian"))
     assert new[msp]["created"] == old[msp]["created"]
 
 
@@ -146,13 +149,13 @@ def test_two_runs_into_one_folder_compute_every_cell_once(tmp_path):
     outs = [p.communicate(timeout=600) for p in procs]
     assert all(p.returncode == 0 for p in procs), [o[1] for o in outs]
     written = [int(o[1].split(" record(s) written")[0].split()[-1]) for o in outs]
-    n_cells = 3 * 6 * 2
+    n_cells = 3 * (6 + 1) * 2  # detectors x (shifts + the clean cell) x seeds
     assert sum(written) == n_cells, written  # each cell computed by exactly one run
     files = list((tmp_path / "r").rglob("*.json"))
     assert len(files) == n_cells
     assert not list((tmp_path / "r").rglob(".*.lock"))
     # both runs report every cell, with the same numbers
-    tables = [{(r["detector"]["spec"], r["shift"]["spec"], r["seed"]): r["metrics"]["auroc"]
+    tables = [{(r["detector"]["spec"], r["shift"]["spec"], r["seed"]): r["metrics"].get("auroc")
                for r in map(json.loads, o[0].splitlines())} for o in outs]
     assert tables[0] == tables[1] and len(tables[0]) == n_cells
 
