@@ -96,7 +96,7 @@ def run(cfg: RunConfig, console: Any = None,
         previous += [c.previous for c in cells if c.state == "done"]
         todo = tuple(c.detector for c in cells if c.state == "todo")
         if todo:
-            pending.append(Unit(unit.kind, unit.spec, unit.seed, todo, unit.meta, unit.ood))
+            pending.append(unit.only(todo))
     wanted = list(dict.fromkeys((d, u.seed) for u in pending for d in u.detectors))
     fitted = fit_detectors(wanted, ctx, id_views, home=paths.home, refit=plan.refit, say=say)
     t_fit = time.perf_counter()
@@ -113,8 +113,7 @@ def run(cfg: RunConfig, console: Any = None,
             for res in executor.map(run_unit, todo_units, shared, plan.plugins):
                 _collect(summary, res, on_record)
                 if res.busy:
-                    busy.append(Unit(res.unit.kind, res.unit.spec, res.unit.seed,
-                                     tuple(res.busy), res.unit.meta, res.unit.ood))
+                    busy.append(res.unit.only(tuple(res.busy)))
                 else:
                     bar.advance(1)
             if busy:  # cells another run is computing: wait for its records (or a stale claim)

@@ -18,7 +18,7 @@ import base64
 import io
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -69,6 +69,10 @@ class Unit:
     @property
     def label(self) -> str:
         return f"{self.meta['name'] if self.kind == 'ood' else self.spec} (seed {self.seed})"
+
+    def only(self, detectors: tuple[str, ...]) -> "Unit":
+        """The same shifted set with only these detector cells."""
+        return replace(self, detectors=tuple(detectors))
 
 
 @dataclass
@@ -242,7 +246,7 @@ def run_unit(unit: Unit, *, ctx: Context, fitted: dict[tuple[str, int], Fitted],
                 result.busy.append(cell.detector)
                 continue
             if not force:  # another run may have finished it between the check and the claim
-                again = plan_cells(ctx, _only(unit, cell.detector), force=False, command=command)
+                again = plan_cells(ctx, unit.only((cell.detector,)), force=False, command=command)
                 if again[0].state == "done":
                     claim.release()
                     result.previous.append(again[0].previous)
@@ -254,10 +258,6 @@ def run_unit(unit: Unit, *, ctx: Context, fitted: dict[tuple[str, int], Fitted],
         for _, claim in todo:
             claim.release()
     return result
-
-
-def _only(unit: Unit, detector: str) -> Unit:
-    return Unit(unit.kind, unit.spec, unit.seed, (detector,), unit.meta, unit.ood)
 
 
 def _compute(ctx: Context, unit: Unit, todo: list[tuple[CellPlan, Any]],

@@ -113,7 +113,7 @@ def test_a_good_command_line_still_works(tmp_path, home):
     assert res.returncode == 0, res.stderr[-2000:]
     recs = [json.loads(p.read_text()) for p in (tmp_path / "results").rglob("*.json")]
     # the shift cell and the detector's clean cell
-    assert sorted(r["shift"]["group"] for r in recs) == ["attack", "clean"]
+    assert sorted(r["shift"]["group"] for r in recs) == ["clean", "corruption"]
     assert all(r["status"] == "ok" for r in recs)
 
 
