@@ -193,7 +193,10 @@ def test_ctrl_c_then_rerun_completes_only_missing_cells(tmp_path):
     args = [*BENCH, "run", "--detector", "msp,energy", "--attack",
             "gaussian_noise,contrast,brightness,salt_pepper,pixel_dropout,fgsm,pgd,mix",
             "--seeds", "0,1,2", "--out", str(out)]
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # a shell that started us in the background may have left SIGINT ignored, and a child
+    # inherits that; restore the default so Python turns the signal into KeyboardInterrupt
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 300
     while time.time() < deadline and len(list(out.rglob("*.json"))) < 4:
         time.sleep(0.2)
