@@ -177,7 +177,7 @@ def run(
     executor: Annotated[str, typer.Option(
         help="Where units of work run: local (this process, one after the other) or ray "
              "(a local Ray instance sized to this machine, or the cluster at --ray-address; "
-             "needs pip install 'shiftbench[ray]'). Example: --executor ray")] = "local",
+             "needs pip install 'shiftbench\\[ray]'). Example: --executor ray")] = "local",
     ray_address: Annotated[Optional[str], typer.Option(
         help="Join this running Ray cluster instead of starting a local instance. "
              "Example: --executor ray --ray-address 10.0.0.5:6379")] = None,
