@@ -285,11 +285,13 @@ def _scopes(columns: list[Column]) -> dict[str, list[Column]]:
 
 
 def _dedupe(records: list[dict[str, Any]], notes: list[str]) -> list[dict[str, Any]]:
-    """One record per (detector, shift, severity, seed): the newest wins, and the board says so."""
+    """One record per (detector, shift, severity, seed, split seed): the newest wins, and the
+    board says so. Runs with another ``--split-seed`` are further runs of the cell, not copies."""
     newest: dict[tuple, dict[str, Any]] = {}
     for r in records:
         spec, sev, *_ = _column_of(r)
-        key = (str(r["detector"].get("spec") or r["detector"].get("name")), spec, sev, r["seed"])
+        key = (str(r["detector"].get("spec") or r["detector"].get("name")), spec, sev, r["seed"],
+               split_seed(r))
         old = newest.get(key)
         if old is None or str(r.get("created") or "") >= str(old.get("created") or ""):
             newest[key] = r
@@ -332,6 +334,25 @@ def _failure(records: list[dict[str, Any]], detectors: list[str],
             if isinstance(cov, list) and isinstance(risk, list) and len(cov) == len(risk) > 1:
                 curves.setdefault(det, []).append((label, cov, risk))
     return rows, curves
+
+
+def split_seed(record: dict[str, Any]) -> int:
+    """The record's val/test split seed (0, METHODS.md's, for records made before the option)."""
+    s = record["dataset"].get("split_seed")
+    return s if isinstance(s, int) and not isinstance(s, bool) else 0
+
+
+def spread_text(section: "Section") -> str:
+    """What a board's ``mean±std`` runs over, for its legend."""
+    splits = sorted({split_seed(r) for r in section.records})
+    parts = [f"--seeds {', '.join(map(str, section.seeds))} (shifts, generated OOD sets, "
+             "detector training)"]
+    if len(splits) > 1:
+        parts.append(f"--split-seed {', '.join(map(str, splits))} (the val/test split)")
+    else:
+        parts.append(f"one val/test split (split seed {splits[0] if splits else 0})")
+    return ("mean±std over " + "; ".join(parts) + "; one classifier (its weights name the "
+            "section); or mean [95 % bootstrap interval] for a single run")
 
 
 def _section(key: tuple[str, str, str | None], records: list[dict[str, Any]]) -> Section:

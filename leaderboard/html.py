@@ -31,7 +31,7 @@ import numpy as np
 from bench.leaderboard.core import (
     FAILURE_HEADER, FAILURE_NOTE, FAILURE_SHOWN, METRIC_LABELS, METRICS, SMALL_SET_LEGEND, Board,
     Cell, Section, cell_text, direction_text, failure_rows, higher_is_better, is_best, pct,
-    scope_label,
+    scope_label, spread_text,
 )
 
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -469,7 +469,8 @@ def _environment(section: Section) -> str:
 def _section(section: Section, idx: int, metric: str) -> str:
     parts = [f'<section class="board" id="section-{idx}"><h2>{_e(section.title)}</h2>',
              f'<p class="muted">dataset {_e(section.dataset)}, model {_e(section.model)}, '
-             f"weights sha256 <code>{_e(section.weights_sha256)}</code></p>"]
+             f"weights sha256 <code>{_e(section.weights_sha256)}</code></p>",
+             f'<p class="muted">Values: {_e(spread_text(section))}.</p>']
     if section.has_small:
         parts.append(f'<p class="note small-set">{_e(SMALL_SET_LEGEND)}</p>')
     parts += [f'<p class="note">{_e(n)}</p>' for n in section.notes]

@@ -10,7 +10,7 @@ from typing import Sequence
 
 from bench.leaderboard.core import (
     FAILURE_HEADER, FAILURE_NOTE, METRIC_LABELS, METRICS, SMALL_SET_LEGEND, Board, Section,
-    cell_text, direction_text, failure_rows, is_best, pct, scope_label,
+    cell_text, direction_text, failure_rows, is_best, pct, scope_label, spread_text,
 )
 
 
@@ -117,7 +117,8 @@ def render(board: Board, metric: str = "auroc") -> str:
     for section in board.sections:
         lines += [f"## {section.title}", "",
                   f"weights sha256: `{section.weights_sha256}`; seeds: "
-                  f"{', '.join(map(str, section.seeds))}", ""]
+                  f"{', '.join(map(str, section.seeds))}", "", f"Values: {spread_text(section)}.",
+                  ""]
         notes = ([SMALL_SET_LEGEND] if section.has_small else []) + section.notes
         lines += [f"> note: {n}" for n in notes] + ([""] if notes else [])
         lines += ranking_lines(section, metric)

@@ -11,7 +11,7 @@ from rich.text import Text
 
 from bench.leaderboard.core import (
     FAILURE_HEADER, FAILURE_NOTE, METRIC_LABELS, SMALL_SET_LEGEND, Board, Section, cell_text,
-    direction_text, failure_rows, is_best, pct,
+    direction_text, failure_rows, is_best, pct, spread_text,
     scope_label,
 )
 
@@ -149,6 +149,7 @@ def renderables(board: Board, metric: str = "auroc",
     for section in board.sections:
         parts: list[RenderableType] = [
             Text(section.title, style="bold underline"),
+            Text(spread_text(section), style="dim"),
             Text(f"seeds {', '.join(map(str, section.seeds))}; values: mean±std over seeds or "
                  "mean [95 % bootstrap interval]", style="dim"),
             _ranking(section, metric, width), _matrix(section, metric, width),

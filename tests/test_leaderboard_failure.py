@@ -85,3 +85,26 @@ def test_version_1_records_still_load_beside_version_2(results, tmp_path):
         rec["failure"]["fd_auroc"])
     (section,) = build(load_records(folder)).sections
     assert [r.detector for r in section.failure] == ["msp"]
+
+
+def test_split_seeds_are_further_runs_and_the_legend_says_so(results, tmp_path):
+    """Records that differ only in --split-seed both count in the cell's mean±std (not deduped
+    as copies), and the board says what its ± runs over."""
+    from bench.leaderboard.core import spread_text
+
+    src = next(p for p in sorted(results.rglob("*.json"))
+               if p.name.startswith("msp__contrast") and "seed0" in p.name)
+    rec = json.loads(src.read_text())
+    other = json.loads(src.read_text())
+    other["dataset"]["split_seed"] = 1
+    other["metrics"]["auroc"] = rec["metrics"]["auroc"] - 0.1
+    folder = tmp_path / "splits"
+    folder.mkdir()
+    (folder / "a.json").write_text(json.dumps(rec))
+    (folder / "b.json").write_text(json.dumps(other))
+    (section,) = build(load_records(folder)).sections
+    cell = section.cell("auroc", "msp", section.columns[0].label)
+    assert sorted(cell.values) == pytest.approx(sorted([rec["metrics"]["auroc"],
+                                                        other["metrics"]["auroc"]]))
+    assert "--split-seed 0, 1" in spread_text(section) and "--seeds 0" in spread_text(section)
+    assert "Values: mean±std over --seeds 0" in render(folder, fmt="md")
