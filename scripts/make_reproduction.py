@@ -196,6 +196,13 @@ def failure_section(w, recs: list[dict], cell: dict) -> None:
           f"that best flags the classifier's errors on it in {agree} of {len(lines)} anomalies"
           + (f"; on the clean test set {best_clean} flags errors best" if best_clean else "")
           + ". Per anomaly: " + "; ".join(lines) + ".\n")
+    inverted = [f"{d} on {n if s is None else f'{n} s{s}'} ({pct(fd(d, n, s, 'fd_auroc'))})"
+                for n, s in sets for d in DETECTORS
+                if fd(d, n, s, "fd_auroc") is not None and fd(d, n, s, "fd_auroc") < 0.5]
+    if inverted:
+        w("\nFD-AUROC below 50 means the score trusts the classifier's errors more than its "
+          "correct predictions — a detector that would reject the right answers first: "
+          + ", ".join(inverted) + ".\n")
 
 
 INTRO = """The seed paper (Mulé & Shaner) reports, for CIFAR-10 as ID data, "OoD accuracy" on resized
