@@ -20,7 +20,7 @@ from bench import cache
 from bench.context import Context, IdViews
 from bench.errors import BenchError
 from bench.plan import slug
-from bench.registry import DETECTORS, Spec
+from bench.registry import DETECTORS
 from bench.views import Views
 
 log = logging.getLogger(__name__)
@@ -52,12 +52,13 @@ def checked_scores(det: Any, views: Views) -> Tensor:
 
 
 def detector_key(det: Any, ctx: Context) -> str:
-    """Everything a fitted state depends on: spec (no device), class, code, data, split, model."""
+    """Everything a fitted state depends on: spec, class, code, data, split, seed, model.
+
+    The spec leaves out the device (a context parameter): where it trained does not change what
+    a fitted detector is."""
     uses_model = bool(set(det.needs) & {"logits", "features", "model"})
-    spec = str(Spec(det.name, getattr(det, "arg", None) if det.takes_arg else None,
-                    det.changed_params()))
     return cache.config_hash({
-        "detector": spec, "class": f"{type(det).__module__}.{type(det).__qualname__}",
+        "detector": det.spec(), "class": f"{type(det).__module__}.{type(det).__qualname__}",
         "code": cache.source_hash(type(det)), "dataset": ctx.dataset["sha256"],
         "split": ["METHODS-1", ctx.dataset["split_seed"]], "seed": det.seed,
         "model": {k: v for k, v in ctx.model_key.items() if k != "code"} if uses_model else None,

@@ -20,10 +20,9 @@ from typing import Any, Callable
 
 from bench import progress
 from bench.executors import LocalExecutor, RayExecutor
+from bench.plan import Paths, RunConfig, make_plan
 from bench.results import check_dir_writable
-from bench.plan import Paths, RunConfig, make_plan, resolve_device, slug  # noqa: F401 (API)
-from bench.units import (N_BOOT, N_PLOT_SCORES, Unit, UnitResult, clean_unit,  # noqa: F401
-                         jpeg_encode, load_ood, ood_unit, plan_cells, png_grid, run_unit,
+from bench.units import (Unit, UnitResult, clean_unit, load_ood, ood_unit, plan_cells, run_unit,
                          shift_unit)
 
 log = logging.getLogger(__name__)
