@@ -122,10 +122,17 @@ def run(
         "registered detector. Example: --detector msp,energy,'zhou(epochs=20)'")] = ["combined"],
     attack: Annotated[list[str], typer.Option(
         "--attack", "-a", help="Corruption or attack spec(s) applied to the ID test set; 'all' = "
-        "every built-in shift. Example: --attack fgsm,'gaussian_noise(severity=1..5)'")] = ["fgsm"],
+        "every built-in shift except those aimed at a detector. 'adaptive_pgd(...)' attacks each "
+        "detector itself: misclassified AND accepted (docs/adaptive.md). Example: --attack "
+        "fgsm,'gaussian_noise(severity=1..5)','adaptive_pgd(eps=8/255,n=1000)'")] = ["fgsm"],
     ood: Annotated[list[str], typer.Option(
         "--ood", "-o", help="OOD set spec(s); 'all' = every OOD set found in the data root plus "
         "gaussian/uniform. Example: --ood mnist,npz:DIR/ood/dtd_subset10_resize32.npz")] = [],
+    ood_attack: Annotated[list[str], typer.Option(
+        "--ood-attack", help="Attack aimed at each detector that pushes every --ood set toward "
+        "'in-distribution' (one attacked set per detector, recorded as SET+ATTACK next to the "
+        "clean SET); side=both also pushes the ID test images toward 'OOD'. n= attacks a seeded "
+        "subset. Example: --ood mnist --ood-attack 'adaptive_pgd(eps=8/255,n=1000)'")] = [],
     dataset: Annotated[str, typer.Option(
         help="ID dataset. Example: --dataset cifar10 (default: the embedded scikit-learn digits)")]
         = "digits",
@@ -194,7 +201,8 @@ def run(
     from bench.runner import RunConfig, run as run_matrix
 
     cfg = RunConfig(
-        detectors=list(detector), shifts=list(attack), ood=list(ood), dataset=dataset, model=model,
+        detectors=list(detector), shifts=list(attack), ood=list(ood),
+        ood_attacks=list(ood_attack), dataset=dataset, model=model,
         weights=weights, norm=norm, data_root=data_root, download=download,
         seeds=parse_seeds(seeds) if seeds is not None else _seed(seed),
         severities=_ints(severities, "--severities"),

@@ -82,6 +82,7 @@ METRIC_TABLE: tuple[Metric, ...] = (
     Metric("fpr95_oodpos", "FPR95o", "FPR@95TPR (OOD+)", "lower", bootstrappable=True),
     Metric("detect95", "Det95", "Detected @95% val accept", "higher", summary=True),
     Metric("id_accept95", "IDacc95", "ID accepted @95% val", "neither"),
+    Metric("undetected_success", "Undet95", "misclassified and accepted @95% val", "lower"),
     Metric("aupr_in_trapz", "AUPRin~", "AUPR-In (trapezoid)", "higher", secondary=True),
     Metric("aupr_out_trapz", "AUPRout~", "AUPR-Out (trapezoid)", "higher", secondary=True),
     Metric("acc", "acc", "accuracy", "higher", kind="classifier", summary=True),
@@ -270,6 +271,20 @@ def id_accept95(s_in: ArrayLike, s_val: ArrayLike) -> float:
     """Fraction of ID test images accepted, ``mean(s_in >= tau)``, at the val threshold ``tau``."""
     tau = threshold95(s_val)
     return float(np.mean(as_scores(s_in, "ID test images") >= tau))
+
+
+def undetected_success(s_out: ArrayLike, wrong: ArrayLike, tau: float) -> float:
+    """Fraction of shifted images the classifier gets wrong AND the detector accepts:
+    ``mean(wrong & (s_out >= tau))`` over all shifted images, ``tau`` = :func:`threshold95`.
+
+    What an attacker (or a deployment) cares about: errors that pass the detector. Recorded for
+    every cell of a shift of the ID test images (``metrics.undetected_success``; null for OOD
+    sets, which have no labels). Lower is better for the detector."""
+    s = as_scores(s_out, "shifted images")
+    w = np.asarray(wrong, dtype=bool).reshape(-1)
+    if w.shape != s.shape:
+        raise ValueError(f"undetected_success: {s.shape[0]} scores but {w.shape[0]} flags")
+    return float(np.mean(w & (s >= tau)))
 
 
 #: the (s_in, s_out) metrics by record key

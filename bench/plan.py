@@ -33,6 +33,8 @@ class RunConfig:
     detectors: list[str] = field(default_factory=lambda: ["combined"])
     shifts: list[str] = field(default_factory=lambda: ["fgsm"])
     ood: list[str] = field(default_factory=list)
+    #: attacks aimed at the detector applied to every OOD set (``adaptive_pgd(eps=8/255)``)
+    ood_attacks: list[str] = field(default_factory=list)
     dataset: str = "digits"
     model: str | None = None
     weights: str | None = None
@@ -101,6 +103,7 @@ class Plan:
     detectors: tuple[str, ...]
     shifts: tuple[str, ...]
     ood: tuple[str, ...]
+    ood_attacks: tuple[str, ...]
     seeds: tuple[int, ...]
     model_seed: int
     split_seed: int
@@ -167,6 +170,7 @@ def make_plan(cfg: RunConfig, paths: Paths, plugins: list[str] | None = None) ->
 
     ``plugins``: the plugin files to load (the edge adds ``$BENCH_PLUGINS`` to ``--plugin``);
     None = ``cfg.plugins`` alone. They are stored absolute, for workers on other processes."""
+    from bench.adaptive import check_adaptive_spec
     from bench.plugins import load_plugin_files
 
     plugins = tuple(str((paths.cwd / Path(p).expanduser()).resolve())
@@ -206,10 +210,18 @@ def make_plan(cfg: RunConfig, paths: Paths, plugins: list[str] | None = None) ->
         needs |= set(det.needs)
     for s in shifts:
         SHIFTS.create(s, data_root=paths.data_root, pixel_step=ds_cls.pixel_step)
+        check_adaptive_spec(s, "--attack")
+    ood_attacks = _expand(cfg.ood_attacks, SHIFTS, severities=None)
+    for s in ood_attacks:
+        check_adaptive_spec(s, "--ood-attack")
+        SHIFTS.create(s, data_root=paths.data_root, pixel_step=ds_cls.pixel_step)
+    if ood_attacks and not ood:
+        raise BenchError("--ood-attack attacks the OOD sets: give them with --ood (e.g. --ood "
+                         "mnist)")
     return Plan(dataset=cfg.dataset, dataset_name=ds_spec.name, model=model,
                 weights=cfg.weights, norm=cfg.norm, download=cfg.download, device=str(device),
                 batch_size=cfg.batch_size, detectors=tuple(detectors), shifts=tuple(shifts),
-                ood=tuple(ood), seeds=seeds, model_seed=cfg.model_seed,
+                ood=tuple(ood), ood_attacks=tuple(ood_attacks), seeds=seeds, model_seed=cfg.model_seed,
                 split_seed=cfg.split_seed, pixel_step=ds_cls.pixel_step, ood_jpeg=cfg.ood_jpeg,
                 force=cfg.force,
                 refit=cfg.refit, plugins=plugins, command=cfg.command, needs=frozenset(needs))

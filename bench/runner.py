@@ -22,8 +22,8 @@ from bench import progress
 from bench.executors import LocalExecutor, RayExecutor
 from bench.plan import Paths, RunConfig, make_plan
 from bench.results import check_dir_writable
-from bench.units import (Unit, UnitResult, clean_unit, load_ood, ood_unit, plan_cells, run_unit,
-                         shift_unit)
+from bench.units import (Unit, UnitResult, attacked_ood_unit, clean_unit, load_ood, ood_unit,
+                         plan_cells, run_unit, shift_unit)
 
 log = logging.getLogger(__name__)
 
@@ -80,11 +80,16 @@ def run(cfg: RunConfig, console: Any = None,
             for seed in plan.seeds for spec in plan.ood}
     ctx, id_views = build_context(plan, paths, data, say)
     check_dir_writable(ctx.out_dir, "results folder", "--out")  # its name needs the model
-    units = ([clean_unit(seed, plan.detectors) for seed in plan.seeds]
-             + [shift_unit(s, seed, plan.detectors, paths.data_root, plan.pixel_step)
-                for seed in plan.seeds for s in plan.shifts]
-             + [ood_unit(oods[(s, seed)], seed, plan.detectors)
-                for seed in plan.seeds for s in plan.ood])
+    units = [clean_unit(seed, plan.detectors) for seed in plan.seeds]
+    for seed in plan.seeds:
+        for s in plan.shifts:
+            unit = shift_unit(s, seed, plan.detectors, paths.data_root, plan.pixel_step)
+            # an attack aimed at the detector makes one attacked set per detector
+            units += [unit.only((d,)) for d in plan.detectors] if unit.adaptive else [unit]
+        units += [ood_unit(oods[(s, seed)], seed, plan.detectors) for s in plan.ood]
+        units += [attacked_ood_unit(oods[(s, seed)], a, seed, (d,), paths.data_root,
+                                    plan.pixel_step)
+                  for s in plan.ood for a in plan.ood_attacks for d in plan.detectors]
     t_plan = time.perf_counter()
 
     # only units with cells to compute run, and only detectors with such cells are fitted

@@ -65,10 +65,17 @@ class Unit:
     detectors: tuple[str, ...]
     meta: dict[str, Any]            # the records' shift block
     ood: OodSet | None = None
+    #: an OOD unit's attack aimed at the detector (``--ood-attack``); None: the set as loaded
+    attack: str | None = None
 
     @property
     def label(self) -> str:
         return f"{self.meta['name'] if self.kind == 'ood' else self.spec} (seed {self.seed})"
+
+    @property
+    def adaptive(self) -> bool:
+        """One attacked set per detector: an ``--ood-attack`` or a shift aimed at the detector."""
+        return self.attack is not None or bool(self.meta.get("needs_detector"))
 
     def only(self, detectors: tuple[str, ...]) -> "Unit":
         """The same shifted set with only these detector cells."""
@@ -107,11 +114,25 @@ def shift_unit(spec: str, seed: int, detectors: tuple[str, ...], data_root: Path
             "dist": SHIFTS.dist_of(shift.name), "group": shift.group,
             "severity": getattr(shift, "severity", None), "proximity": None, "sha256": None,
             "code": cache.source_hash(type(shift))}
+    if getattr(shift, "needs_detector", False):
+        meta["needs_detector"] = True
     return Unit("shift", spec, seed, detectors, meta)
 
 
 def ood_unit(ood: OodSet, seed: int, detectors: tuple[str, ...]) -> Unit:
     return Unit("ood", ood.meta["spec"], seed, detectors, ood.meta, ood)
+
+
+def attacked_ood_unit(ood: OodSet, attack_spec: str, seed: int, detectors: tuple[str, ...],
+                      data_root: Path, pixel_step: float = 1 / 255) -> Unit:
+    """An OOD set attacked per detector (``--ood-attack``): named ``<set>+<attack spec>``, its
+    parameters and code those of the set and of the attack."""
+    attack = SHIFTS.create(attack_spec, data_root=data_root, pixel_step=pixel_step)
+    spec = attack.spec()
+    meta = {**ood.meta, "name": f"{ood.meta['name']}+{spec}", "spec": f"{ood.meta['spec']}+{spec}",
+            "params": {**ood.meta["params"], "attack": {"spec": spec, **attack.get_params()}},
+            "code": cache.config_hash([ood.meta["code"], cache.source_hash(type(attack))])}
+    return Unit("ood", meta["spec"], seed, detectors, meta, ood, attack=spec)
 
 
 def load_ood(spec: str, seed: int, paths: Paths, *, id_shape: tuple[int, int, int],
@@ -170,7 +191,7 @@ def cell_record(ctx: Context, unit: Unit, det: Any, command: str) -> dict[str, A
     """A record skeleton: config blocks, the cell's identity and its code-versioned ``cell_id``."""
     det_meta = {"name": det.name, "spec": det.spec(), "params": det.get_params(),
                 "dist": DETECTORS.dist_of(det.name)}
-    shift_meta = {k: v for k, v in unit.meta.items() if k != "code"}
+    shift_meta = {k: v for k, v in unit.meta.items() if k not in ("code", "needs_detector")}
     identity = {"schema_version": SCHEMA_VERSION, "dataset": ctx.dataset["sha256"],
                 "dataset_spec": ctx.dataset["spec"],
                 "model": {k: v for k, v in ctx.model_key.items() if k != "code"},
@@ -263,7 +284,7 @@ def run_unit(unit: Unit, *, ctx: Context, fitted: dict[tuple[str, int], Fitted],
 def _compute(ctx: Context, unit: Unit, todo: list[tuple[CellPlan, Any]],
              fitted: dict[tuple[str, int], Fitted], paths: Paths, result: UnitResult) -> None:
     try:
-        shifted = _shifted_views(ctx, unit, paths)
+        shifted = _shifted_views(ctx, unit, paths, fitted)
     except BenchError as exc:
         shifted = exc
     except Exception as exc:  # a broken shift fails its cells, never the run
@@ -300,12 +321,22 @@ class Shifted:
     shift_png: str | None
     timings: dict[str, float]
     cached: bool | None          # views from the cache (None: no views of its own)
+    #: adaptive cells: the ID side's scores and correctness when not the fitted detector's
+    #: whole-test-set ones (a subset, or attacked ID images), and the honesty-check inputs
+    s_in: Tensor | None = None
+    c_in: Tensor | None = None
+    adaptive: dict[str, Any] | None = None
 
 
-def _shifted_views(ctx: Context, unit: Unit, paths: Paths) -> Shifted:
+def _shifted_views(ctx: Context, unit: Unit, paths: Paths,
+                   fitted: dict[tuple[str, int], Fitted]) -> Shifted:
     from bench.attacks.base import attack_success
     from bench.metrics import classifier_metrics
 
+    if unit.adaptive:
+        from bench.adaptive import evade_views, ood_views
+
+        return (ood_views if unit.kind == "ood" else evade_views)(ctx, unit, paths, fitted)
     views_dir = cache.cache_dir("views", paths.home)
     if unit.kind == "clean":
         return Shifted(None, {**ctx.clean, "attack_success": None}, None,
@@ -360,7 +391,8 @@ def _shifted_views(ctx: Context, unit: Unit, paths: Paths) -> Shifted:
 
 def _score_cell(ctx: Context, rec: dict[str, Any], f: Fitted, shifted: Shifted) -> None:
     from bench.metrics import (BOOTSTRAPPED, bootstrap_ci, detector_metrics, failure_metrics,
-                               rc_points, roc_points, small_set)
+                               rc_points, roc_points, small_set, threshold95,
+                               undetected_success)
 
     rec["classifier"] = shifted.classifier
     rec["timings"] = {**shifted.timings, "fit": f.fit_s}
@@ -387,6 +419,8 @@ def _score_cell(ctx: Context, rec: dict[str, Any], f: Fitted, shifted: Shifted) 
             return
         so, sv = checked_scores(det, shifted.views).numpy(), f.s_val.numpy()
         c_out = shifted.correct.numpy() if shifted.correct is not None else None
+        if shifted.s_in is not None:  # adaptive: a subset, or attacked ID images
+            si, c_in = shifted.s_in.numpy(), shifted.c_in.numpy()
         if shifted.keep is not None:  # successful_only: both sides restricted (METHODS.md §2)
             keep = shifted.keep.numpy()
             si, so, c_in = si[keep], so[keep], c_in[keep]
@@ -395,6 +429,13 @@ def _score_cell(ctx: Context, rec: dict[str, Any], f: Fitted, shifted: Shifted) 
             raise BenchError("empty set: no images left to score "
                              "(successful_only with no successful attack?)")
         rec["metrics"] = detector_metrics(si, so, sv)
+        rec["metrics"]["undetected_success"] = (
+            undetected_success(so, ~c_out, threshold95(sv)) if c_out is not None else None)
+        if shifted.adaptive is not None:
+            from bench.adaptive import adaptive_block
+
+            rec["adaptive"] = adaptive_block(shifted.adaptive, si, so, sv,
+                                             None if c_out is None else ~c_out)
         # a shift of the ID test images scores the same images on both sides: resample pairs
         paired = shifted.correct is not None
         rec["metrics_ci"] = {m: list(bootstrap_ci(si, so, m, n_boot=N_BOOT, seed=rec["seed"],
@@ -407,6 +448,8 @@ def _score_cell(ctx: Context, rec: dict[str, Any], f: Fitted, shifted: Shifted) 
         rec["plots"] = {"scores_in": _floats(si[pick_in]), "scores_out": _floats(so[pick_out]),
                         "roc_fpr": [float(v) for v in fpr], "roc_tpr": [float(v) for v in tpr],
                         "correct_in": _bools(c_in[pick_in])}
+        if shifted.adaptive is not None and "s_before" in shifted.adaptive:
+            rec["plots"]["scores_before"] = _floats(shifted.adaptive["s_before"].numpy()[pick_out])
         if c_out is not None:  # an ID-side shift: does the score flag the classifier's errors?
             rec["failure"] = failure_metrics(so, c_out)
             cov, risk = rc_points(so, c_out)
@@ -488,5 +531,6 @@ def _bools(values: np.ndarray) -> list[bool]:
 
 
 __all__ = ["Unit", "OodSet", "UnitResult", "run_unit", "clean_unit", "shift_unit", "ood_unit",
+           "attacked_ood_unit",
            "load_ood",
            "plan_cells", "cell_record", "record_path", "png_grid", "jpeg_encode"]

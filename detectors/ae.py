@@ -176,12 +176,13 @@ class AE(Detector):
                              f"{'x'.join(str(s) for s in images.shape[1:])}: resize the set "
                              f"to the ID image size")
         dev = torch.device(self.device)
-        net = self.net_.to(dev).eval()
+        net = self.net_.to(dev).eval().requires_grad_(False)
         out = []
-        with torch.no_grad():
+        # gradients flow to images that carry them (score_images), never to the weights
+        with torch.set_grad_enabled(images.requires_grad):
             for start in range(0, images.shape[0], self.eval_batch):
                 x = to_float01(images[start:start + self.eval_batch]).to(dev)
-                out.append(fn(net, x.mul_(2.0).sub_(1.0)).cpu())
+                out.append(fn(net, x * 2.0 - 1.0).cpu())
         self.net_ = net.cpu()
         return out
 

@@ -36,7 +36,9 @@ class Detector(Component):
     #: True when :meth:`reconstruct` returns images (shown beside the shifted ones on the board)
     reconstructs: ClassVar[bool] = False
     #: True when the score is a differentiable function of the input pixels (through the
-    #: classifier or the detector's own network); declared for adaptive attacks, not read yet
+    #: classifier or the detector's own network): :meth:`score_images` then carries gradients
+    #: and adaptive attacks (``adaptive_pgd``) can aim at the detector. Adapters set it per
+    #: instance (``pood:MaxSoftmax`` is, ``pood:KNN`` is not).
     differentiable: ClassVar[bool] = False
     #: detectors whose fit draws random numbers take ``seed`` as a constructor parameter; the run
     #: passes each value of ``--seeds``. This default serves those that draw none.
@@ -56,6 +58,25 @@ class Detector(Component):
 
     def score(self, views: Views) -> Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def score_images(self, images: Tensor, model: Any) -> Tensor:
+        """(N,) scores of float images in [0, 1], (N, C, H, W), differentiable with respect to
+        them: the classifier's logits and features are computed with autograd and passed to
+        :meth:`score` as views (float64, as the cached views), so the numbers equal the cached
+        path's to float rounding. Only for ``differentiable`` detectors (adaptive attacks)."""
+        return self.forward_scores(images, model)[1]
+
+    def forward_scores(self, images: Tensor, model: Any) -> tuple[Tensor, Tensor]:
+        """``(logits, scores)`` of ``images`` with autograd: the classifier's float32 logits
+        (N, K) and :meth:`score_images`, from one forward pass of the classifier."""
+        if not self.differentiable:
+            raise BenchError(f"{self.name or type(self).__name__} is not differentiable: its "
+                             f"score has no gradient with respect to the input pixels, so an "
+                             f"adaptive attack cannot aim at it")
+        z, f = model.forward_features(images)
+        views = Views(name="adaptive", logits=z.double(), features=f.double(), images=images,
+                      model=model)
+        return z, self.score(views)
 
     def check_fitted(self) -> None:
         if not getattr(self, "fitted_", False):

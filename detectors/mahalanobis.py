@@ -82,7 +82,8 @@ class Mahalanobis(Detector):
         return self
 
     def distances(self, features: Tensor) -> Tensor:
-        """Squared Mahalanobis distances to every class mean: (N, H) -> (N, C) float64."""
+        """Squared Mahalanobis distances to every class mean: (N, H) -> (N, C) float64,
+        differentiable with respect to ``features``."""
         self.check_fitted()
         f = features.to("cpu", torch.float64)
         h = self.means_.shape[1]
@@ -94,15 +95,16 @@ class Mahalanobis(Detector):
         mu = self.means_ - origin
         mu_p = mu @ p                                   # (C, H)
         q_mu = (mu_p * mu).sum(dim=1)                   # (C,)
-        out = torch.empty(f.shape[0], mu.shape[0], dtype=torch.float64)
+        out = []
         step = _rows(max(h, mu.shape[0]))
         for s in range(0, f.shape[0], step):
             x = f[s:s + step] - origin
             xp = x @ p
             d = (xp * x).sum(dim=1, keepdim=True) - 2.0 * (x @ mu_p.T) + q_mu
             # P is positive semi-definite: a negative value is rounding only
-            out[s:s + step] = d.clamp_min_(0.0)
-        return out
+            out.append(d.clamp_min(0.0))
+        # chunks are concatenated (not written into a buffer) so gradients flow (score_images)
+        return torch.cat(out) if out else torch.empty(0, mu.shape[0], dtype=torch.float64)
 
     def score(self, views: Views) -> Tensor:
         return -self.distances(self.features64(views)).amin(dim=1)

@@ -32,6 +32,11 @@ _UNSUPPORTED = {
 #: head's weights: they run in float32 throughout (head copy, inputs, default dtype)
 _FLOAT32 = frozenset({"DICE", "NCI", "NNGuide", "PNML", "fDBD"})
 
+#: logit detectors whose pytorch-ood score is a plain differentiable torch expression (no
+#: ``torch.no_grad``, no numpy): adaptive attacks can aim at them. Others (KNN, Mahalanobis,
+#: ViM, ...) compute under ``no_grad`` or outside torch and are declared not differentiable.
+_DIFFERENTIABLE = frozenset({"MaxSoftmax", "EnergyBased", "MaxLogit", "Entropy"})
+
 #: constructor parameters the adapter fills in (the user cannot set them in a spec)
 _INJECTED = frozenset({"model", "encoder", "backbone", "head", "w", "b"})
 
@@ -173,6 +178,7 @@ class Pood(Detector):
         else:  # gradient: scores images through the model; a fit reads cached features
             needs = {"images", "model"} | ({"features", "labels"} if cls.requires_fit else set())
         self.needs = frozenset(needs)  # type: ignore[misc]
+        self.differentiable = kind == "logits" and arg in _DIFFERENTIABLE  # type: ignore[misc]
 
     def get_params(self) -> dict[str, Any]:
         return {"arg": self.arg, **self.params}
@@ -275,7 +281,8 @@ class Pood(Detector):
                 theirs = det.predict_feature_maps(_maps(self._features(views)))
             else:
                 theirs = self._predict_images(det, views)
-        return -theirs.detach().to("cpu", torch.float64).reshape(-1)
+        theirs = theirs if self.differentiable else theirs.detach()
+        return -theirs.to("cpu", torch.float64).reshape(-1)
 
     def _predict_images(self, det: Any, views: Views) -> Tensor:
         model = views.model or getattr(det, "model", None)

@@ -164,6 +164,7 @@ class Zhou(Detector):
         check_device(self.name, self.device)
 
     def _build(self, h: int, c: int, generator: torch.Generator) -> None:
+        self._nets64_cache = None
         self.W_ = _linear(h, c, generator)
         self.D1_ = mlp(c, h, h, h, generator)
         self.D2_ = mlp(c, h, 256, c, generator)
@@ -264,16 +265,32 @@ class Zhou(Detector):
         return history
 
     # ----------------------------------------------------------------------------------------
-    @torch.no_grad()
+    def _nets64(self) -> tuple[nn.Module, nn.Module, nn.Module]:
+        """Float64 copies of W, D1, D2 on the device, without parameter gradients; made once per
+        fitted state (an adaptive attack scores hundreds of batches)."""
+        dev = torch.device(self.device)
+        key = str(dev)
+        cached = getattr(self, "_nets64_cache", None)   # reset by _build (fit, load_state)
+        if cached is None or cached[0] != key:
+            nets = tuple(copy.deepcopy(m).to(dev, torch.float64).eval().requires_grad_(False)
+                         for m in (self.W_, self.D1_, self.D2_))
+            self._nets64_cache = (key, nets)
+        return self._nets64_cache[1]
+
     def stats(self, views: Views) -> tuple[Tensor, Tensor, Tensor]:
         """``(a0, a1, a2)``, each (N,) float64 on CPU (METHODS.md §4), from float64 copies of W,
-        D1, D2. A zero feature vector is normalised by 1e-12 instead of 0 (huge a1: very OOD)."""
+        D1, D2. A zero feature vector is normalised by 1e-12 instead of 0 (huge a1: very OOD).
+        Differentiable with respect to the features when they carry gradients (score_images)."""
         if getattr(self, "W_", None) is None:
             raise RuntimeError(f"{type(self).__name__}.stats() called before fit()")
         dev = torch.device(self.device)
-        w, d1, d2 = (copy.deepcopy(m).to(dev, torch.float64).eval()
-                     for m in (self.W_, self.D1_, self.D2_))
+        w, d1, d2 = self._nets64()
         v_all = self.features64(views)
+        with torch.set_grad_enabled(v_all.requires_grad):
+            return self._stats(v_all, w, d1, d2, dev)
+
+    def _stats(self, v_all: Tensor, w: nn.Module, d1: nn.Module, d2: nn.Module,
+               dev: torch.device) -> tuple[Tensor, Tensor, Tensor]:
         out: list[list[Tensor]] = [[], [], []]
         for start in range(0, v_all.shape[0], self.chunk):
             v = v_all[start:start + self.chunk].to(dev)
