@@ -26,7 +26,6 @@ from bench.attacks._common import check_int, check_number, ieee_fp32_convs, unif
 from bench.attacks.base import ATTACK, SHIFTS, Shift
 from bench.attacks.fgsm import EPS_BY_SEVERITY
 from bench.errors import BenchError
-from bench.models.base import model_device
 
 #: goals of :meth:`AdaptivePGD.attack`
 GOALS = ("evade", "raise", "lower")
@@ -48,7 +47,7 @@ class AdaptiveOutput:
 
 @SHIFTS.register("adaptive_pgd")
 class AdaptivePGD(Shift):
-    """L-inf PGD against the detector **and** the classifier, per detector (adaptive, white box).
+    """L-inf PGD against the detector and the classifier at once, per detector (adaptive, white box).
 
     Threat model: ``||x' - x||_inf <= eps`` in [0, 1] pixel units, ``x'`` in [0, 1], the attacker
     knows the classifier, the detector (weights, fitted statistics) and its 95 % threshold

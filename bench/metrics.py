@@ -295,12 +295,14 @@ PAIR_METRICS: dict[str, Callable[[ArrayLike, ArrayLike], float]] = {
 }
 
 
-def detector_metrics(s_in: ArrayLike, s_out: ArrayLike,
-                     s_val: ArrayLike | None) -> dict[str, float | None]:
+def detector_metrics(s_in: ArrayLike, s_out: ArrayLike, s_val: ArrayLike | None,
+                     wrong_out: ArrayLike | None = None) -> dict[str, float | None]:
     """Every detector metric of one (detector, shift) cell, keyed as in the result records.
 
     ``s_in`` (n_in,), ``s_out`` (n_out,), ``s_val`` (n_val,): scores, higher = more ID.
-    ``s_val=None`` leaves ``detect95`` and ``id_accept95`` as None (no threshold to fit).
+    ``s_val=None`` leaves ``detect95``, ``id_accept95`` and ``undetected_success`` as None (no
+    threshold to fit). ``wrong_out`` (n_out,) bool: the classifier is wrong on those shifted
+    images (shifts of the ID test images; None for OOD sets): gives ``undetected_success``.
     """
     from sklearn.metrics import auc, average_precision_score, precision_recall_curve, roc_auc_score
 
@@ -314,11 +316,14 @@ def detector_metrics(s_in: ArrayLike, s_out: ArrayLike,
         "fpr95_oodpos": _fpr_at_tpr(1 - y, -s, TPR),
         "detect95": None,
         "id_accept95": None,
+        "undetected_success": None,
     }
     if s_val is not None:
         tau = threshold95(s_val)
         out["detect95"] = float(np.mean(b < tau))
         out["id_accept95"] = float(np.mean(a >= tau))
+        if wrong_out is not None:
+            out["undetected_success"] = undetected_success(b, wrong_out, tau)
     p, r, _ = precision_recall_curve(y, s)
     out["aupr_in_trapz"] = float(auc(r, p))
     p, r, _ = precision_recall_curve(1 - y, -s)

@@ -391,8 +391,7 @@ def _shifted_views(ctx: Context, unit: Unit, paths: Paths,
 
 def _score_cell(ctx: Context, rec: dict[str, Any], f: Fitted, shifted: Shifted) -> None:
     from bench.metrics import (BOOTSTRAPPED, bootstrap_ci, detector_metrics, failure_metrics,
-                               rc_points, roc_points, small_set, threshold95,
-                               undetected_success)
+                               rc_points, roc_points, small_set)
 
     rec["classifier"] = shifted.classifier
     rec["timings"] = {**shifted.timings, "fit": f.fit_s}
@@ -428,9 +427,7 @@ def _score_cell(ctx: Context, rec: dict[str, Any], f: Fitted, shifted: Shifted) 
         if len(so) == 0 or len(si) == 0:
             raise BenchError("empty set: no images left to score "
                              "(successful_only with no successful attack?)")
-        rec["metrics"] = detector_metrics(si, so, sv)
-        rec["metrics"]["undetected_success"] = (
-            undetected_success(so, ~c_out, threshold95(sv)) if c_out is not None else None)
+        rec["metrics"] = detector_metrics(si, so, sv, None if c_out is None else ~c_out)
         if shifted.adaptive is not None:
             from bench.adaptive import adaptive_block
 

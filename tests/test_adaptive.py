@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from sklearn.metrics import roc_auc_score
 
 from bench.context import build_context, load_id_data
 from bench.fit import fit_detectors

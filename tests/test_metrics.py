@@ -126,7 +126,8 @@ def test_detector_metrics_match_sklearn(tied):
     y, s = _sk(s_in, s_out)
     d = M.detector_metrics(s_in, s_out, s_val)
     assert set(d) == {"auroc", "aupr_in", "aupr_out", "fpr95", "fpr95_oodpos", "detect95",
-                      "id_accept95", "aupr_in_trapz", "aupr_out_trapz"}
+                      "id_accept95", "undetected_success", "aupr_in_trapz", "aupr_out_trapz"}
+    assert d["undetected_success"] is None  # no labels given: an OOD set
     assert d["auroc"] == pytest.approx(roc_auc_score(y, s), abs=1e-12)
     assert d["aupr_in"] == pytest.approx(average_precision_score(y, s), abs=1e-12)
     assert d["aupr_out"] == pytest.approx(average_precision_score(1 - y, -s), abs=1e-12)
@@ -339,15 +340,28 @@ def test_metric_table_is_the_single_source():
     rec = M.detector_metrics([1.0, 2.0, 3.0], [0.0, 1.5], [1.0, 2.0, 3.0])
     assert set(rec) == {m.key for m in M.METRIC_TABLE if m.kind == "detector"}
     assert M.DETECTOR_METRICS == ("auroc", "aupr_in", "aupr_out", "fpr95", "fpr95_oodpos",
-                                  "detect95", "id_accept95")
+                                  "detect95", "id_accept95", "undetected_success")
     assert M.CLASSIFIER_METRICS == ("acc", "ece", "attack_success")
     assert M.LOWER_IS_BETTER == {"fpr95", "fpr95_oodpos", "ece", "aurc", "e_aurc", "risk80",
-                                 "risk90", "risk95"}
+                                 "risk90", "risk95", "undetected_success"}
     assert M.FAILURE_METRICS == ("fd_auroc", "aurc", "e_aurc", "risk80", "risk90", "risk95")
     assert M.BOOTSTRAPPED == ("auroc", "aupr_in", "aupr_out", "fpr95", "fpr95_oodpos")
     # bootstrapping every record stays cheap only while each interval is vectorised
     assert set(M.BOOTSTRAPPED) <= set(M.VECTORISED)
     assert all(k in M.PAIR_METRICS for k in M.BOOTSTRAPPED)
+
+
+def test_undetected_success_on_a_hand_built_case():
+    # val scores 0..99: tau = numpy.quantile(.., 0.05) = 4.95
+    s_val = np.arange(100.0)
+    s_out = np.array([10.0, 4.0, 5.0, 50.0, 1.0, 4.95])
+    wrong = np.array([True, True, True, False, False, True])
+    # wrong and accepted (s >= 4.95): 10.0, 5.0 and 4.95 -> 3 of 6
+    d = M.detector_metrics(np.arange(10.0), s_out, s_val, wrong)
+    assert d["undetected_success"] == pytest.approx(3 / 6, abs=1e-15)
+    assert M.undetected_success(s_out, wrong, 4.95) == pytest.approx(0.5, abs=1e-15)
+    with pytest.raises(ValueError):
+        M.undetected_success(s_out, wrong[:3], 4.95)
 
 
 def test_metric_directions():
@@ -368,7 +382,8 @@ def test_derived_lists_stay_importable_where_they_were():
     assert cli.PCT_METRICS == ("auroc", "aupr_in", "aupr_out", "fpr95", "detect95")
     assert [cli.HEADERS[k] for k in cli.PCT_METRICS + cli.CLASSIFIER_COLUMNS] == [
         "AUROC", "AUPRin", "AUPRout", "FPR95", "Det95", "acc", "ECE"]
-    assert core.METRICS == ("auroc", "aupr_in", "aupr_out", "fpr95", "fpr95_oodpos", "detect95")
+    assert core.METRICS == ("auroc", "aupr_in", "aupr_out", "fpr95", "fpr95_oodpos", "detect95",
+                            "undetected_success")
     assert core.METRIC_LABELS["fpr95"] == "FPR@95TPR (ID+)"
     assert core.METRIC_LABELS["detect95"] == "Detected @95% val accept"
 

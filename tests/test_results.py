@@ -152,7 +152,7 @@ def test_load_to_frame_round_trip(tmp_path):
     df = R.load(tmp_path)
     assert isinstance(df, pd.DataFrame) and len(df) == 2
     fd_cols = [c for m in R.FAILURE_METRICS for c in (m, f"pool_{m}")]
-    assert list(df.columns[-24:]) == [*R.DETECTOR_METRICS, *R.CLASSIFIER_METRICS, *fd_cols,
+    assert list(df.columns[-25:]) == [*R.DETECTOR_METRICS, *R.CLASSIFIER_METRICS, *fd_cols,
                                       "clean_acc", "clean_ece"]
     for (det, shift, seed), m in recs.items():
         row = df[(df.detector == det) & (df.seed == seed)].iloc[0]

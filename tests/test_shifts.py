@@ -582,7 +582,15 @@ def test_cuda_matches_cpu(model):
 # --------------------------------------------------------------------------------------------
 # the runner's one call: shift(x, y, model=model, generator=g, index=positions)
 # --------------------------------------------------------------------------------------------
-BUILTIN = [n for n in SHIFTS.names() if not SHIFTS.get(n).takes_arg]
+BUILTIN = [n for n in SHIFTS.names() if not SHIFTS.get(n).takes_arg
+           and not getattr(SHIFTS.get(n), "needs_detector", False)]
+
+
+def test_a_shift_aimed_at_a_detector_is_not_a_plain_shift(model):
+    """adaptive_pgd needs a detector: called like any shift it says where it runs."""
+    x, y = images(8), labels(8)
+    with pytest.raises(BenchError, match="aims at a detector"):
+        SHIFTS.create("adaptive_pgd")(x, y, model=model, generator=gen())
 
 
 @pytest.mark.parametrize("name", BUILTIN)
