@@ -67,6 +67,9 @@ class Metric:
     kind: Literal["detector", "classifier", "failure"] = "detector"
     summary: bool = False
     secondary: bool = False
+    #: gets a leaderboard matrix and ranking (``--metric``); False for numbers that exist only
+    #: for some columns (``undetected_success``: ID-side shifts), shown in their own tables
+    ranked: bool = True
 
     @property
     def higher_is_better(self) -> bool:
@@ -82,7 +85,8 @@ METRIC_TABLE: tuple[Metric, ...] = (
     Metric("fpr95_oodpos", "FPR95o", "FPR@95TPR (OOD+)", "lower", bootstrappable=True),
     Metric("detect95", "Det95", "Detected @95% val accept", "higher", summary=True),
     Metric("id_accept95", "IDacc95", "ID accepted @95% val", "neither"),
-    Metric("undetected_success", "Undet95", "misclassified and accepted @95% val", "lower"),
+    Metric("undetected_success", "Undet95", "misclassified and accepted @95% val", "lower",
+           ranked=False),
     Metric("aupr_in_trapz", "AUPRin~", "AUPR-In (trapezoid)", "higher", secondary=True),
     Metric("aupr_out_trapz", "AUPRout~", "AUPR-Out (trapezoid)", "higher", secondary=True),
     Metric("acc", "acc", "accuracy", "higher", kind="classifier", summary=True),
@@ -108,7 +112,7 @@ BOOTSTRAPPED: tuple[str, ...] = tuple(m.key for m in METRIC_TABLE
                                       if m.kind == "detector" and m.bootstrappable)
 #: metrics that rank detectors (leaderboard matrices, ``--metric``)
 RANKED: tuple[str, ...] = tuple(k for k in DETECTOR_METRICS
-                                if METRIC_SPECS[k].direction != "neither")
+                                if METRIC_SPECS[k].direction != "neither" and METRIC_SPECS[k].ranked)
 LOWER_IS_BETTER: frozenset[str] = frozenset(m.key for m in METRIC_TABLE if m.direction == "lower")
 #: failure-detection numbers of a record's ``failure`` block
 FAILURE_METRICS: tuple[str, ...] = tuple(m.key for m in METRIC_TABLE if m.kind == "failure")

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
@@ -140,6 +141,10 @@ class Section:
     failure: list["FailureRow"] = field(default_factory=list)
     #: detector -> [(column label, coverage, risk)]: risk-coverage curves of the first seed
     rc_curves: dict[str, list[tuple[str, list[float], list[float]]]] = field(default_factory=dict)
+    #: attacks aimed at the detector: one :class:`RobustRow` per (detector, adaptive column)
+    robust: list["RobustRow"] = field(default_factory=list)
+    #: detector -> (lowest mean AUROC over the attack columns it has, that column's label)
+    worst: dict[str, tuple[Cell, str]] = field(default_factory=dict)
 
     @property
     def title(self) -> str:
@@ -176,6 +181,27 @@ class FailureRow:
     set: dict[str, Cell]
     pool: dict[str, Cell]
     shift_auroc: Cell
+
+
+@dataclass(frozen=True)
+class RobustRow:
+    """One detector under one attack aimed at it (records with an ``adaptive`` block).
+
+    ``goal`` is ``evade`` (ID images misclassified and accepted) or ``raise`` (an OOD set pushed
+    toward ID); ``reference`` names what the attack is compared with (the non-adaptive ``pgd``
+    with the same budget, or the unattacked set), on the same images."""
+
+    detector: str
+    column: str
+    goal: str
+    auroc: Cell
+    detect95: Cell
+    undetected: Cell
+    reference: str
+    auroc_reference: Cell
+    undetected_reference: Cell
+    auroc_2x: Cell
+    warnings: tuple[str, ...]
 
 
 #: failure-detection numbers the boards show, in order
@@ -245,8 +271,22 @@ def _column_sort_key(col: Column) -> tuple:
     return (g, col.group, p, col.name, col.severity if col.severity is not None else -1, col.spec)
 
 
+_LONG_FLOAT = re.compile(r"(?<![\w.])(\d+\.\d{6,})(?![\w.])")
+
+
+def pretty_spec(text: str) -> str:
+    """A spec for display: floats that are whole multiples of 1/255 (pixel budgets) written
+    as ``k/255`` (``pgd(eps=0.03137254901960784)`` -> ``pgd(eps=8/255)``). Records keep the
+    canonical spec; this changes labels only."""
+    def sub(m: re.Match) -> str:
+        v = float(m.group(1)) * 255
+        return f"{round(v)}/255" if round(v) > 0 and abs(v - round(v)) < 1e-6 else m.group(1)
+    return _LONG_FLOAT.sub(sub, text)
+
+
 def _label(spec: str, severity: int | None) -> str:
     # The severity is part of what a column means; show it unless the spec already says it.
+    spec = pretty_spec(spec)
     if severity is None or "severity" in spec:
         return spec
     return f"{spec} (s{severity})"
@@ -336,6 +376,51 @@ def _failure(records: list[dict[str, Any]], detectors: list[str],
     return rows, curves
 
 
+def _robust(records: list[dict[str, Any]], detectors: list[str], columns: list[Column],
+            matrices: dict[str, dict[tuple[str, str], Cell]]
+            ) -> tuple[list[RobustRow], dict[str, tuple[Cell, str]]]:
+    """Rows of the robust view and each detector's worst AUROC over the attack columns."""
+    labels = {(c.spec, c.severity): c.label for c in columns}
+    by_cell: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    for r in records:
+        if r["status"] == "ok" and isinstance(r.get("adaptive"), dict):
+            spec, sev, *_ = _column_of(r)
+            det = str(r["detector"].get("spec") or r["detector"].get("name"))
+            by_cell[(labels[(spec, sev)], det)].append(r)
+    rows = []
+    for det in detectors:
+        for col in columns:
+            recs = by_cell.get((col.label, det))
+            if not recs:
+                continue
+
+            def block(key: str) -> Cell:
+                return aggregate([(r["seed"], _num(r["adaptive"].get(key)), None) for r in recs])
+
+            first = min(recs, key=lambda r: r["seed"])
+            rows.append(RobustRow(
+                det, col.label, str(first["adaptive"].get("goal")),
+                matrices["auroc"].get((det, col.label), Cell()),
+                matrices["detect95"].get((det, col.label), Cell()),
+                aggregate([(r["seed"], _num(r["metrics"].get("undetected_success")), None)
+                           for r in recs]),
+                pretty_spec(str(first["adaptive"].get("reference"))), block("auroc_reference"),
+                block("undetected_success_reference"), block("auroc_2x_steps"),
+                tuple(dict.fromkeys(str(r["adaptive"]["warning"]) for r in recs
+                                    if r["adaptive"].get("warning")))))
+    worst: dict[str, tuple[Cell, str]] = {}
+    if rows:
+        attacked = [c.label for c in columns if c.group == "attack"] + \
+            [row.column for row in rows if row.goal != "evade"]
+        for det in detectors:
+            cells = [(matrices["auroc"].get((det, lab), Cell()), lab)
+                     for lab in dict.fromkeys(attacked)]
+            cells = [(c, lab) for c, lab in cells if c.mean is not None]
+            if cells:
+                worst[det] = min(cells, key=lambda t: t[0].mean)
+    return rows, worst
+
+
 def split_seed(record: dict[str, Any]) -> int:
     """The record's val/test split seed (0, METHODS.md's, for records made before the option)."""
     s = record["dataset"].get("split_seed")
@@ -371,7 +456,7 @@ def _section(key: tuple[str, str, str | None], records: list[dict[str, Any]]) ->
         spec, sev, name, group, prox = _column_of(r)
         if (spec, sev) not in col_by_key:
             # OOD sets are named by their display name, not the path in their spec
-            label = name if group == "ood" else _label(spec, sev)
+            label = pretty_spec(name) if group == "ood" else _label(spec, sev)
             col_by_key[(spec, sev)] = Column(label, spec, name, group, sev, prox)
     columns = sorted(col_by_key.values(), key=_column_sort_key)
     counts = Counter(c.label for c in columns)
@@ -478,11 +563,12 @@ def _section(key: tuple[str, str, str | None], records: list[dict[str, Any]]) ->
     seeds = sorted({r["seed"] for r in records})
 
     failure, rc_curves = _failure(all_records, detectors, columns)
+    robust, worst = _robust(records, detectors, columns, matrices)
     return Section(dataset=key[0], model=key[1], weights_sha256=key[2], columns=columns,
                    detectors=detectors, matrices=matrices, rankings=rankings,
                    classifier=classifier, clean=clean, severity=severity, environment=env,
                    commands=commands, seeds=seeds, records=ordered, notes=notes,
-                   failure=failure, rc_curves=rc_curves)
+                   failure=failure, rc_curves=rc_curves, robust=robust, worst=worst)
 
 
 def build(records: Iterable[dict[str, Any]]) -> Board:
@@ -559,6 +645,34 @@ def failure_rows(section: Section) -> list[list[str]]:
     for r in section.failure:
         rows.append([r.column, r.detector, *[cell_text(r.set[k]) for k in FAILURE_SHOWN],
                      cell_text(r.pool["fd_auroc"]), cell_text(r.shift_auroc)])
+    return rows
+
+
+ROBUST_HEADER = ("detector", "attack aimed at it", "AUROC", "Det95", "Undet95", "reference",
+                 "ref AUROC", "ref Undet95", "AUROC 2x steps", "worst AUROC")
+ROBUST_NOTE = ("Attacks aimed at the detector (docs/adaptive.md): AUROC and Det95 of the cell, "
+               "Undet95 = attacked images misclassified AND accepted at the 95 % val threshold "
+               "(lower is better for the detector); reference = the non-adaptive pgd with the "
+               "same budget on the same images (or the unattacked OOD set); AUROC 2x steps = the "
+               "attack run twice as long (about the same: converged); worst AUROC = the lowest "
+               "AUROC of the detector over every attack column it has. ! = the cell's honesty "
+               "check failed (see its record's adaptive.warning).")
+
+
+def robust_rows(section: Section) -> list[list[str]]:
+    """The robust view as text cells, in :data:`ROBUST_HEADER` order; the worst-case AUROC on
+    each detector's first row."""
+    rows, seen = [], set()
+    for r in section.robust:
+        worst = ""
+        if r.detector not in seen and r.detector in section.worst:
+            cell, label = section.worst[r.detector]
+            worst = f"{cell_text(cell)} ({label})"
+        seen.add(r.detector)
+        flag = " !" if r.warnings else ""
+        rows.append([r.detector, r.column + flag, cell_text(r.auroc), cell_text(r.detect95),
+                     cell_text(r.undetected), r.reference, cell_text(r.auroc_reference),
+                     cell_text(r.undetected_reference), cell_text(r.auroc_2x), worst])
     return rows
 
 

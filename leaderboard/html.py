@@ -29,9 +29,9 @@ from typing import Any, Sequence
 import numpy as np
 
 from bench.leaderboard.core import (
-    FAILURE_HEADER, FAILURE_NOTE, FAILURE_SHOWN, METRIC_LABELS, METRICS, SMALL_SET_LEGEND, Board,
-    Cell, Section, cell_text, direction_text, failure_rows, higher_is_better, is_best, pct,
-    scope_label, spread_text,
+    FAILURE_HEADER, FAILURE_NOTE, FAILURE_SHOWN, METRIC_LABELS, METRICS, ROBUST_HEADER,
+    ROBUST_NOTE, SMALL_SET_LEGEND, Board, Cell, Section, cell_text, direction_text, failure_rows,
+    higher_is_better, is_best, pct, robust_rows, scope_label, spread_text,
 )
 
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -67,6 +67,8 @@ figure{margin:.5em 0 1em}figcaption{font-size:.85em;color:#555}
 .gallery img{image-rendering:pixelated;width:256px;height:auto;border:1px solid #ccc}
 pre{background:#f6f8fa;padding:.6em;overflow-x:auto;font-size:.85em}
 .muted{color:#666;font-size:.9em}
+table.robust td:nth-child(2){text-align:left;white-space:normal;max-width:18em}
+table.robust td.warn{background:#fde2e2}
 """
 
 JS = """
@@ -241,6 +243,80 @@ def _failure(section: Section, idx: int) -> str:
             f'<p class="muted">{_e(FAILURE_NOTE)}</p>'
             f'<div class="scroll"><table class="failure sortable" id="failure-{idx}">'
             f"<thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table></div>")
+
+
+def _robust(section: Section, idx: int) -> str:
+    if not section.robust:
+        return ""
+    text_cols = {"detector", "attack aimed at it", "reference", "worst AUROC"}
+    head = "".join(_th(h, h, first="asc", text=True) if h in text_cols else _th(h, h)
+                   for h in ROBUST_HEADER)
+    rows = []
+    for r, texts in zip(section.robust, robust_rows(section)):
+        cells = [r.auroc, r.detect95, r.undetected]
+        ref = [r.auroc_reference, r.undetected_reference, r.auroc_2x]
+        warn = (f' title="{_e("; ".join(r.warnings))}" class="warn"' if r.warnings
+                else "")
+        rows.append(f"<tr><td class=\"l\">{_e(texts[0])}</td><td{warn}>{_e(texts[1])}</td>"
+                    + "".join(f'<td data-v="{_v(c.mean)}"{_tooltip(c)}>{_cell_html(c)}</td>'
+                              for c in cells)
+                    + f"<td>{_e(texts[5])}</td>"
+                    + "".join(f'<td data-v="{_v(c.mean)}"{_tooltip(c)}>{_cell_html(c)}</td>'
+                              for c in ref)
+                    + f"<td>{_e(texts[9])}</td></tr>")
+    return ("<h3>Attacks aimed at the detector</h3>"
+            f'<p class="muted">{_e(ROBUST_NOTE)}</p>'
+            f'<div class="scroll"><table class="robust sortable" id="robust-{idx}">'
+            f"<thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table></div>")
+
+
+def _robust_figure(section: Section) -> str | None:
+    """One panel per detector: score histograms of one adaptive cell (lowest seed): clean ID
+    images, the attacked images and, for an attacked OOD set, the same images unattacked."""
+    from matplotlib.figure import Figure
+
+    chosen: dict[str, dict[str, Any]] = {}
+    for r in sorted(section.records, key=lambda r: (r["seed"], (r.get("adaptive") or {})
+                                                    .get("goal") != "evade")):
+        det = r["detector"].get("spec") or r["detector"].get("name")
+        if r["status"] == "ok" and isinstance(r.get("adaptive"), dict) and det not in chosen:
+            chosen[det] = r
+    if not chosen:
+        return None
+    dets = [d for d in section.detectors if d in chosen]
+    nrows, ncols = _grid(len(dets))
+    fig = Figure(figsize=(_PANEL_IN[0] * ncols, _PANEL_IN[1] * nrows + 0.5))
+    axes = _axes_grid(fig, nrows, ncols)
+    for i, det in enumerate(dets):
+        r = chosen[det]
+        ax = axes[divmod(i, ncols)]
+        plots = r.get("plots") or {}
+        evade = r["adaptive"].get("goal") == "evade"
+        series = [(_floats(plots.get("scores_in")), "tab:blue", "clean ID"),
+                  (_floats(plots.get("scores_before")), "tab:gray", "OOD unattacked"),
+                  (_floats(plots.get("scores_out")), "tab:red",
+                   "ID attacked" if evade else "OOD attacked")]
+        series = [t for t in series if len(t[0])]
+        if not series:
+            continue
+        ax.set_axis_on()
+        both = np.concatenate([t[0] for t in series])
+        lo, hi = float(both.min()), float(both.max())
+        edges = np.linspace(lo, hi if hi > lo else lo + 1.0, 31)
+        for scores, colour, name in series:
+            dens, _ = np.histogram(scores, bins=edges, density=True)
+            ax.stairs(dens, edges, fill=True, alpha=0.45, color=colour, label=name)
+        tau = r["adaptive"].get("threshold")
+        if isinstance(tau, (int, float)) and lo <= tau <= hi:
+            ax.axvline(tau, color="black", lw=0.8, ls="--")
+        ax.set_title(_short(f"{det} · {_column_label(section, r)}", 40), fontsize=7)
+        ax.set_yticks([])
+        ax.tick_params(labelsize=7, length=2, pad=1)
+        ax.locator_params(axis="x", nbins=4)
+        ax.set_xlabel("score (higher = ID); dashed: 95 % threshold", fontsize=7, labelpad=1)
+        ax.legend(fontsize=6, frameon=False, loc="upper left")
+    fig.subplots_adjust(bottom=0.25 / nrows, top=1 - 0.12 / nrows)
+    return _png_uri(fig)
 
 
 def _rc_figure(section: Section) -> str | None:
@@ -478,6 +554,13 @@ def _section(section: Section, idx: int, metric: str) -> str:
     parts += [_matrix(section, idx, m, metric) for m in METRICS]
     parts.append(_classifier(section, idx))
     parts.append(_failure(section, idx))
+    parts.append(_robust(section, idx))
+    uri = _robust_figure(section)
+    if uri:
+        parts.append(f'<figure class="robust"><img src="{uri}" alt="clean vs adaptive score '
+                     f'histograms"><figcaption>Scores before and after the attack aimed at each '
+                     f"detector (one cell per detector, lowest seed; stored subsampled scores)"
+                     f"</figcaption></figure>")
     uri = _rc_figure(section)
     if uri:
         parts.append(f'<figure class="rc"><img src="{uri}" alt="risk-coverage curves">'

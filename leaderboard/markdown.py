@@ -9,8 +9,9 @@ from __future__ import annotations
 from typing import Sequence
 
 from bench.leaderboard.core import (
-    FAILURE_HEADER, FAILURE_NOTE, METRIC_LABELS, METRICS, SMALL_SET_LEGEND, Board, Section,
-    cell_text, direction_text, failure_rows, is_best, pct, scope_label, spread_text,
+    FAILURE_HEADER, FAILURE_NOTE, METRIC_LABELS, METRICS, ROBUST_HEADER, ROBUST_NOTE,
+    SMALL_SET_LEGEND, Board, Section, cell_text, direction_text, failure_rows, is_best, pct,
+    robust_rows, scope_label, spread_text,
 )
 
 
@@ -94,6 +95,15 @@ def failure_lines(section: Section) -> list[str]:
             + _table(list(FAILURE_HEADER), rows, ["l", "l"] + ["r"] * 5) + [""])
 
 
+def robust_lines(section: Section) -> list[str]:
+    rows = robust_rows(section)
+    if not rows:
+        return []
+    return (["### Attacks aimed at the detector", "", ROBUST_NOTE, ""]
+            + _table(list(ROBUST_HEADER), rows, ["l", "l", "r", "r", "r", "l", "r", "r", "r", "l"])
+            + [""])
+
+
 def severity_lines(section: Section, metric: str) -> list[str]:
     curves = section.severity[metric]
     if not curves:
@@ -126,6 +136,7 @@ def render(board: Board, metric: str = "auroc") -> str:
             lines += matrix_lines(section, m)
         lines += classifier_lines(section)
         lines += failure_lines(section)
+        lines += robust_lines(section)
         lines += severity_lines(section, metric)
         if section.commands:
             lines += ["### Reproduce", "", "```sh", *section.commands, "```", ""]

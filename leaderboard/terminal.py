@@ -10,9 +10,9 @@ from rich.table import Table
 from rich.text import Text
 
 from bench.leaderboard.core import (
-    FAILURE_HEADER, FAILURE_NOTE, METRIC_LABELS, SMALL_SET_LEGEND, Board, Section, cell_text,
-    direction_text, failure_rows, is_best, pct, spread_text,
-    scope_label,
+    FAILURE_HEADER, FAILURE_NOTE, METRIC_LABELS, ROBUST_HEADER, ROBUST_NOTE, SMALL_SET_LEGEND,
+    Board, Section, cell_text, direction_text, failure_rows, is_best, pct, robust_rows,
+    scope_label, spread_text,
 )
 
 
@@ -127,6 +127,42 @@ def _failure(section: Section, width: int | None = None) -> list[RenderableType]
     return out + [Text(FAILURE_NOTE, style="dim")]
 
 
+def _robust(section: Section, width: int | None = None) -> list[RenderableType]:
+    """The robust view; when wider than ``width``, one table per detector."""
+    rows = robust_rows(section)
+    if not rows:
+        return []
+    title = "Attacks aimed at the detector (%)"
+
+    def table(heads: tuple[str, ...], body: list[list[str]], name: str | None) -> Table:
+        t = Table(title=name, title_justify="left")
+        for head in heads:
+            t.add_column(head, justify="left" if head in ("detector", "attack aimed at it",
+                                                          "reference", "worst AUROC")
+                         else "right", no_wrap=True)
+        for row in body:
+            t.add_row(*row)
+        return t
+
+    whole = table(ROBUST_HEADER, rows, title)
+    if _fits(whole, width):
+        return [whole, Text(ROBUST_NOTE, style="dim")]
+    # narrow terminals: one small table per (detector, attack), adaptive beside its reference
+    out: list[RenderableType] = [Text(title, style="italic")]
+    for row, r in zip(rows, section.robust):
+        t = Table(title=f"{r.detector} · {row[1]}", title_justify="left")
+        for head in ("", "adaptive", "reference"):
+            t.add_column(head, justify="right" if head else "left", no_wrap=True)
+        t.add_row("AUROC", row[2], row[6])
+        t.add_row("Undet95", row[4], row[7])
+        t.add_row("Det95", row[3], "")
+        t.add_row("AUROC 2x steps", row[8], "")
+        out += [t, Text(f"reference: {r.reference}", style="dim")]
+        if row[9]:
+            out.append(Text(f"worst AUROC of {r.detector}: {row[9]}"))
+    return out + [Text(ROBUST_NOTE, style="dim")]
+
+
 def _severity(section: Section, metric: str) -> list[Table]:
     tables = []
     for name, per_det in section.severity[metric].items():
@@ -155,6 +191,7 @@ def renderables(board: Board, metric: str = "auroc",
             _ranking(section, metric, width), _matrix(section, metric, width),
             _classifier(section),
             *_failure(section, width),
+            *_robust(section, width),
             *_severity(section, metric),
         ]
         if section.has_small:

@@ -303,3 +303,34 @@ def test_ood_attack_pushes_ood_images_toward_id_and_keeps_the_clean_cell(tmp_pat
         both = _one(records, det, "gaussian+adaptive_pgd(severity=3, side=both")
         assert both["n_in"] == both["n_out"] == 50
         assert both["metrics"]["auroc"] <= rec["metrics"]["auroc"] + 0.05
+
+
+def test_leaderboard_robust_view(evasion_run):
+    """The robust table: adaptive numbers next to the non-adaptive reference, and each
+    detector's worst AUROC recomputed here from the records; the HTML board adds histograms."""
+    tmp, records = evasion_run
+    proc = _bench(["leaderboard", "out", "--format", "md"], tmp)
+    text = proc.stdout
+    assert "### Attacks aimed at the detector" in text
+    rows = {}
+    for line in text.split("### Attacks aimed at the detector", 1)[1].splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 10 and cells[0] not in ("detector", ":---"):
+            rows[(cells[0], cells[1])] = cells
+    rec = _one(records, "pixel_std", "adaptive_pgd(severity=3, n=200)")
+    row = rows[("pixel_std", "adaptive_pgd(severity=3, n=200)")]
+    assert row[2].startswith(f"{100 * rec['metrics']['auroc']:.1f}")
+    assert row[4] == f"{100 * rec['metrics']['undetected_success']:.1f}"
+    assert row[5] == "pgd(eps=64/255)"  # the digits' severity 3: 4 steps of 16/255
+    assert row[7] == f"{100 * rec['adaptive']['undetected_success_reference']:.1f}"
+    attack_cells = [r for r in records if r["detector"]["spec"] == "pixel_std"
+                    and r["status"] == "ok" and r["shift"]["group"] == "attack"]
+    worst = min(attack_cells, key=lambda r: r["metrics"]["auroc"])
+    assert row[9].startswith(f"{100 * worst['metrics']['auroc']:.1f}")
+    weak = rows[("msp", "adaptive_pgd(severity=3, objective=orthogonal, n=200) !")]
+    assert weak  # the failed honesty check is marked
+    assert not any(k[0] == "numpy_norm" for k in rows)  # failed cells have no robust row
+
+    _bench(["leaderboard", "out", "--format", "html", "--out", "board.html"], tmp)
+    html = (tmp / "board.html").read_text()
+    assert 'class="robust sortable"' in html and 'alt="clean vs adaptive score histograms"' in html

@@ -382,8 +382,7 @@ def test_derived_lists_stay_importable_where_they_were():
     assert cli.PCT_METRICS == ("auroc", "aupr_in", "aupr_out", "fpr95", "detect95")
     assert [cli.HEADERS[k] for k in cli.PCT_METRICS + cli.CLASSIFIER_COLUMNS] == [
         "AUROC", "AUPRin", "AUPRout", "FPR95", "Det95", "acc", "ECE"]
-    assert core.METRICS == ("auroc", "aupr_in", "aupr_out", "fpr95", "fpr95_oodpos", "detect95",
-                            "undetected_success")
+    assert core.METRICS == ("auroc", "aupr_in", "aupr_out", "fpr95", "fpr95_oodpos", "detect95")
     assert core.METRIC_LABELS["fpr95"] == "FPR@95TPR (ID+)"
     assert core.METRIC_LABELS["detect95"] == "Detected @95% val accept"
 
