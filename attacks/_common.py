@@ -6,12 +6,13 @@ Private module (not auto-registered): the registry imports every public module o
 from __future__ import annotations
 
 import contextlib
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
-import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
 
+from bench._lazy import F, nn, torch
+
+if TYPE_CHECKING:
+    from torch import Tensor
 from bench import progress
 from bench.errors import BenchError
 from bench.models.base import model_device

@@ -15,12 +15,13 @@ Three goals, one per side of a detection cell (docs/adaptive.md):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, ClassVar
+from typing import TYPE_CHECKING, Callable, ClassVar
 
-import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
 
+from bench._lazy import F, nn, torch
+
+if TYPE_CHECKING:
+    from torch import Tensor
 from bench import progress
 from bench.attacks._common import check_int, check_number, ieee_fp32_convs, uniform
 from bench.attacks.base import ATTACK, SHIFTS, Shift
@@ -33,8 +34,9 @@ GOALS = ("evade", "raise", "lower")
 #: to the detector (v-wangg/OrthogonalPGD adds 0.05 to the true logit for this test)
 SWITCH_MARGIN = 0.05
 
-#: ``forward(x) -> (logits (B, K) float32, scores (B,) float64)``, both with autograd
-Forward = Callable[[Tensor], tuple[Tensor, Tensor]]
+if TYPE_CHECKING:
+    #: ``forward(x) -> (logits (B, K) float32, scores (B,) float64)``, both with autograd
+    Forward = Callable[[Tensor], tuple[Tensor, Tensor]]
 
 
 @dataclass

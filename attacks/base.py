@@ -6,11 +6,13 @@ default; giving both ``severity`` and that parameter is an error.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-import torch
-from torch import Tensor, nn
 
+from bench._lazy import nn, torch
+
+if TYPE_CHECKING:
+    from torch import Tensor
 from bench.errors import BenchError
 from bench.registry import SHIFTS, Component, Spec
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
-import torch
-from torch import Tensor, nn
 
+from bench._lazy import nn, torch
+
+if TYPE_CHECKING:
+    from torch import Tensor
 from bench.attacks._common import check_number
 from bench.attacks.base import CORRUPTION, SHIFTS, Shift
 from bench.attacks.brightness import Brightness

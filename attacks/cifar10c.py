@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
-import torch
-from torch import Tensor, nn
 
+from bench._lazy import nn, torch
+
+if TYPE_CHECKING:
+    from torch import Tensor
 from bench.attacks.base import CORRUPTION, SHIFTS, Shift
 from bench.errors import BenchError, did_you_mean
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
-import torch
-from torch import Tensor, nn
 
+from bench._lazy import nn, torch
+
+if TYPE_CHECKING:
+    from torch import Tensor
 from bench.attacks._common import check_int, cpu_generator
 from bench.attacks.base import ANOMALY_MIX, SHIFTS, Shift
 from bench.attacks.brightness_contrast import BrightnessContrast

@@ -5,12 +5,14 @@ from __future__ import annotations
 import contextlib
 import inspect
 import random
-from typing import Any, ClassVar, Iterator
+from typing import TYPE_CHECKING, Any, ClassVar, Iterator
 
 import numpy as np
-import torch
-from torch import Tensor, nn
 
+from bench._lazy import nn, torch
+
+if TYPE_CHECKING:
+    from torch import Tensor
 from bench.attacks.base import ATTACK, SHIFTS, Shift
 from bench.errors import BenchError, did_you_mean
 from bench.models.base import model_device

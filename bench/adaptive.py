@@ -30,7 +30,7 @@ from bench import cache
 from bench.context import Context
 from bench.errors import BenchError
 from bench.plan import Paths, slug
-from bench.registry import SHIFTS, parse_spec
+from bench.registry import SHIFTS
 from bench.views import Views, compute_views, load_views, store_views, to_float01, views_entry
 
 #: tolerance (AUROC units) before an adaptive AUROC above its reference counts as a failed attack
@@ -287,17 +287,5 @@ def attacked_name(ood_meta: dict[str, Any], attack_spec: str) -> str:
     return f"{ood_meta['name']}+{attack_spec}"
 
 
-def check_adaptive_spec(spec: str, option: str) -> None:
-    """BenchError unless ``spec`` names a shift aimed at the detector, used where it belongs."""
-    cls = SHIFTS.get(parse_spec(spec).name)
-    needs = getattr(cls, "needs_detector", False)
-    if option == "--ood-attack" and not needs:
-        raise BenchError(f"--ood-attack {spec}: only attacks aimed at the detector perturb OOD "
-                         f"sets (e.g. --ood-attack 'adaptive_pgd(eps=8/255)')")
-    if option == "--attack" and needs and parse_spec(spec).params.get("side") not in (None, "ood"):
-        raise BenchError(f"--attack {spec}: side= applies to --ood-attack (which images of an "
-                         f"OOD cell are attacked); drop it here")
-
-
 __all__ = ["subset_index", "evade_views", "ood_views", "adaptive_block", "attacked_name",
-           "check_adaptive_spec", "AUROC_TOLERANCE"]
+           "AUROC_TOLERANCE"]

@@ -17,9 +17,8 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
-import torch
-from torch import nn
 
+from bench._lazy import nn, torch
 from bench.errors import BenchError
 from bench.results import atomic_write_bytes
 
@@ -28,7 +27,9 @@ log = logging.getLogger(__name__)
 #: leaf types a cache entry may hold (exact types: numpy scalars subclass float and are refused)
 PLAIN_SCALARS: tuple[type, ...] = (bool, int, float, str, type(None))
 #: tensor types (nn.Module.state_dict() holds Parameters when keep_vars=True)
-PLAIN_TENSORS: tuple[type, ...] = (torch.Tensor, nn.Parameter)
+def _plain_tensors() -> tuple[type, ...]:
+    """Tensor types a plain cache value may hold (torch is imported on first use)."""
+    return (torch.Tensor, nn.Parameter)
 
 
 def config_hash(obj: Any) -> str:
@@ -82,7 +83,7 @@ def find_unplain(obj: Any, where: str = "") -> tuple[str, str] | None:
     plain values. ``where`` is a subscript path such as ``['W']['0.weight']``.
     """
     kind = type(obj)
-    if kind in PLAIN_SCALARS or kind in PLAIN_TENSORS:
+    if kind in PLAIN_SCALARS or kind in _plain_tensors():
         return None
     if kind in (list, tuple):
         for i, item in enumerate(obj):

@@ -16,11 +16,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
 
+from bench._lazy import torch
 from bench.errors import BenchError
 from bench.results import check_dir_writable
-from bench.registry import DATASETS, DETECTORS, SHIFTS, Spec, expand, parse_spec, split_specs
+from bench.registry import (DATASETS, DETECTORS, MODELS, SHIFTS, Spec, expand, parse_spec,
+                            split_specs)
 
 #: largest seed torch.Generator.manual_seed and numpy accept everywhere we use them
 MAX_SEED = 2**32 - 1
@@ -170,13 +171,11 @@ def make_plan(cfg: RunConfig, paths: Paths, plugins: list[str] | None = None) ->
 
     ``plugins``: the plugin files to load (the edge adds ``$BENCH_PLUGINS`` to ``--plugin``);
     None = ``cfg.plugins`` alone. They are stored absolute, for workers on other processes."""
-    from bench.adaptive import check_adaptive_spec
     from bench.plugins import load_plugin_files
 
     plugins = tuple(str((paths.cwd / Path(p).expanduser()).resolve())
                     for p in (cfg.plugins if plugins is None else plugins))
     load_plugin_files(plugins)
-    device = resolve_device(cfg.device)
     if isinstance(cfg.batch_size, bool) or not isinstance(cfg.batch_size, int) or cfg.batch_size < 1:
         raise BenchError(f"--batch-size must be an integer >= 1, got {cfg.batch_size!r}")
     seeds = check_seeds(list(cfg.seeds))
@@ -193,6 +192,7 @@ def make_plan(cfg: RunConfig, paths: Paths, plugins: list[str] | None = None) ->
     model = cfg.model or ds_cls.default_model
     if model is None:
         raise BenchError(f"no default model for dataset {cfg.dataset!r}: pass --model")
+    MODELS.create(parse_spec(model))  # the name and parameters, validated now
 
     # specs first: a typo fails in a second, not after the feature pass
     detectors = _expand(cfg.detectors, DETECTORS, severities=None)
@@ -206,7 +206,7 @@ def make_plan(cfg: RunConfig, paths: Paths, plugins: list[str] | None = None) ->
     for s in detectors:
         if "seed" in parse_spec(s).params:
             raise BenchError(f"{s}: a detector's seed comes from --seeds, not from its spec")
-        det = DETECTORS.create(s, device=str(device))  # validates parameters
+        det = DETECTORS.create(s, device="cpu")  # validates parameters; the device comes later
         needs |= set(det.needs)
     for s in shifts:
         SHIFTS.create(s, data_root=paths.data_root, pixel_step=ds_cls.pixel_step)
@@ -218,6 +218,8 @@ def make_plan(cfg: RunConfig, paths: Paths, plugins: list[str] | None = None) ->
     if ood_attacks and not ood:
         raise BenchError("--ood-attack attacks the OOD sets: give them with --ood (e.g. --ood "
                          "mnist)")
+    # last: asking torch for a GPU is the first thing that loads it (specs are checked by then)
+    device = resolve_device(cfg.device)
     return Plan(dataset=cfg.dataset, dataset_name=ds_spec.name, model=model,
                 weights=cfg.weights, norm=cfg.norm, download=cfg.download, device=str(device),
                 batch_size=cfg.batch_size, detectors=tuple(detectors), shifts=tuple(shifts),
@@ -225,6 +227,18 @@ def make_plan(cfg: RunConfig, paths: Paths, plugins: list[str] | None = None) ->
                 split_seed=cfg.split_seed, pixel_step=ds_cls.pixel_step, ood_jpeg=cfg.ood_jpeg,
                 force=cfg.force,
                 refit=cfg.refit, plugins=plugins, command=cfg.command, needs=frozenset(needs))
+
+
+def check_adaptive_spec(spec: str, option: str) -> None:
+    """BenchError unless ``spec`` names a shift aimed at the detector, used where it belongs."""
+    cls = SHIFTS.get(parse_spec(spec).name)
+    needs = getattr(cls, "needs_detector", False)
+    if option == "--ood-attack" and not needs:
+        raise BenchError(f"--ood-attack {spec}: only attacks aimed at the detector perturb OOD "
+                         f"sets (e.g. --ood-attack 'adaptive_pgd(eps=8/255)')")
+    if option == "--attack" and needs and parse_spec(spec).params.get("side") not in (None, "ood"):
+        raise BenchError(f"--attack {spec}: side= applies to --ood-attack (which images of an "
+                         f"OOD cell are attacked); drop it here")
 
 
 def _expand(specs: list[str], registry: Any, severities: list[int] | None) -> list[str]:

@@ -16,14 +16,15 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from bench import progress
 from bench.executors import LocalExecutor, RayExecutor
 from bench.plan import Paths, RunConfig, make_plan
 from bench.results import check_dir_writable
-from bench.units import (Unit, UnitResult, attacked_ood_unit, clean_unit, load_ood, ood_unit,
-                         plan_cells, run_unit, shift_unit)
+
+if TYPE_CHECKING:
+    from bench.units import Unit, UnitResult
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +61,6 @@ def run(cfg: RunConfig, console: Any = None,
     ``paths`` None resolves them here from ``cfg`` and the environment (the Python API's edge);
     ``executor`` None runs every unit in this process.
     """
-    from bench.fit import fit_detectors
     from bench.plugins import plugin_paths
 
     t0 = time.perf_counter()
@@ -70,6 +70,10 @@ def run(cfg: RunConfig, console: Any = None,
         paths = Paths.resolve(home=cfg.home, data_root=cfg.data_root, out=cfg.out)
     plan = make_plan(cfg, paths, plugin_paths(cfg.plugins))
     paths.check_writable()
+    # torch and the data stack load only now: a typo above is reported without them
+    from bench.fit import fit_detectors
+    from bench.units import (attacked_ood_unit, clean_unit, load_ood, ood_unit, plan_cells,
+                             run_unit, shift_unit)
 
     from bench.context import build_context, load_id_data
 

@@ -9,9 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
+from bench._lazy import torch
 
-import torch
-from torch import Tensor
+if TYPE_CHECKING:
+    from torch import Tensor
+
 
 if TYPE_CHECKING:
     from bench.models.base import Classifier
@@ -57,21 +59,21 @@ class Views:
                        images=take(self.images), index=take(self.index))
 
 
-@torch.no_grad()
 def compute_views(model: "Classifier", images: Tensor, *, name: str, labels: Tensor | None = None,
                   batch_size: int = 256, device: torch.device | str = "cpu",
                   keep_images: bool = False, index: Tensor | None = None,
                   progress: Callable[[int], None] | None = None) -> Views:
     """One forward pass over ``images`` in batches: float64 logits and penultimate features."""
-    model.eval()
-    logits, feats = [], []
-    for start in range(0, images.shape[0], batch_size):
-        x = to_float01(images[start:start + batch_size]).to(device)
-        z, f = model.forward_features(x)
-        logits.append(z.double().cpu())
-        feats.append(f.double().cpu())
-        if progress is not None:
-            progress(x.shape[0])
+    with torch.no_grad():
+        model.eval()
+        logits, feats = [], []
+        for start in range(0, images.shape[0], batch_size):
+            x = to_float01(images[start:start + batch_size]).to(device)
+            z, f = model.forward_features(x)
+            logits.append(z.double().cpu())
+            feats.append(f.double().cpu())
+            if progress is not None:
+                progress(x.shape[0])
     k = model.num_classes
     return Views(
         name=name,
@@ -97,7 +99,7 @@ def load_views(path: Path, full_key: str, name: str, n: int) -> tuple[Views, dic
     from bench import cache
 
     stored = cache.load(path, full_key)
-    if (isinstance(stored, dict) and isinstance(stored.get("logits"), Tensor)
+    if (isinstance(stored, dict) and isinstance(stored.get("logits"), torch.Tensor)
             and stored["logits"].shape[0] == n):
         return Views(name=name, logits=stored["logits"], features=stored["features"]), \
             stored.get("extra") or {}

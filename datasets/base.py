@@ -6,13 +6,14 @@ import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
-import torch
-from sklearn.model_selection import train_test_split
-from torch import Tensor
 
+from bench._lazy import torch
+
+if TYPE_CHECKING:
+    from torch import Tensor
 from bench.errors import BenchError
 from bench.registry import DATASETS, Component, Spec, signature_params
 
@@ -135,6 +136,8 @@ def split_val_test(labels: Tensor | np.ndarray, seed: int = 0) -> tuple[np.ndarr
     n = len(y)
     n_val = min(1000, round(0.1 * n))
     idx = np.arange(n)
+    from sklearn.model_selection import train_test_split
+
     _, val = train_test_split(idx, test_size=n_val, stratify=y, random_state=seed)
     val = np.sort(val)
     mask = np.ones(n, dtype=bool)

@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
-import torch
 
+from bench._lazy import torch
 from bench.datasets._files import check_md5, download
 from bench.datasets.base import Dataset, ImageSet, LoadContext
 from bench.errors import BenchError

@@ -5,10 +5,8 @@ from __future__ import annotations
 from typing import ClassVar
 
 import numpy as np
-import torch
-from sklearn.datasets import load_digits
-from sklearn.model_selection import train_test_split
 
+from bench._lazy import torch
 from bench.datasets.base import Dataset, ImageSet, LoadContext
 from bench.registry import DATASETS
 
@@ -32,6 +30,9 @@ class Digits(Dataset):
 
     def load(self, split: str, ctx: LoadContext) -> ImageSet:
         self.check_split(split)
+        from sklearn.datasets import load_digits
+        from sklearn.model_selection import train_test_split
+
         d = load_digits()
         y = d.target.astype(np.int64)
         x = np.round(d.images * (255.0 / 16.0)).astype(np.uint8)[:, None]  # (N, 1, 8, 8)

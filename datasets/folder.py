@@ -5,9 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import torch
-from PIL import Image, UnidentifiedImageError
 
+from bench._lazy import torch
 from bench.datasets._proximity import guess_proximity
 from bench.datasets.base import Dataset, ImageSet, LoadContext, check_proximity, resolve_data_path
 from bench.errors import BenchError
@@ -67,6 +66,8 @@ class Folder(Dataset):
         if not files:
             raise BenchError(f"{where}: no images ({', '.join(EXTENSIONS)}) in {root} or its "
                              f"subfolders (empty set)")
+        from PIL import Image, UnidentifiedImageError
+
         modes, sizes = [], []
         for p, _ in files:          # headers only: decide one mode and check sizes before decoding
             try:

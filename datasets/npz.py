@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
+from bench._lazy import torch
 from bench.datasets._proximity import guess_proximity
 from bench.datasets.base import Dataset, ImageSet, LoadContext, check_proximity, resolve_data_path
 from bench.errors import BenchError

@@ -6,9 +6,8 @@ from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
-import scipy.io
-import torch
 
+from bench._lazy import torch
 from bench.datasets._files import check_md5, download
 from bench.datasets.base import Dataset, ImageSet, LoadContext
 from bench.errors import BenchError
@@ -50,6 +49,8 @@ class Svhn(Dataset):
                              f"http://ufldl.stanford.edu/housenumbers/test_32x32.mat there")
         check_md5("svhn", {path: _TEST_MD5})
         try:
+            import scipy.io
+
             mat = scipy.io.loadmat(path)
         except (OSError, ValueError) as exc:
             raise BenchError(f"svhn: cannot read {path} ({exc}); re-download it") from None

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
-import torch
-from torch import Tensor
 
+from bench._lazy import torch
+
+if TYPE_CHECKING:
+    from torch import Tensor
 from bench.datasets.base import Dataset, ImageSet, LoadContext
 from bench.errors import BenchError
 from bench.registry import DATASETS

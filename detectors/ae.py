@@ -6,67 +6,18 @@ METHODS.md §4. Seed repository joeduman/Upgrading-Autoencoders, notebook
 
 from __future__ import annotations
 
-import math
-from typing import Any, Callable, ClassVar
+from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
-import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
 
+from bench._lazy import F, nn, torch
+
+if TYPE_CHECKING:
+    from torch import Tensor
 from bench import progress
 from bench.errors import BenchError
 from bench.registry import DETECTORS
 from bench.views import Views, to_float01
 from bench.detectors.base import Detector, check_device, check_param
-
-
-def init_default_(module: nn.Module, generator: torch.Generator) -> nn.Module:
-    """PyTorch's default init of every Conv / ConvTranspose / Linear in ``module``, drawn from
-    ``generator`` (kaiming-uniform a=sqrt(5) weights, bias U(+-1/sqrt(fan_in))): the global RNG
-    is never used."""
-    with torch.no_grad():
-        for m in module.modules():
-            if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
-                nn.init.kaiming_uniform_(m.weight, a=math.sqrt(5), generator=generator)
-                if m.bias is not None:
-                    fan_in, _ = nn.init._calculate_fan_in_and_fan_out(m.weight)
-                    bound = 1.0 / math.sqrt(fan_in) if fan_in > 0 else 0.0
-                    nn.init.uniform_(m.bias, -bound, bound, generator=generator)
-    return module
-
-
-class PixelAE(nn.Module):
-    """The seed's convolutional autoencoder on images in [-1, 1], (N, C, H, W) -> same shape.
-
-    Encoder Conv(C->64, 3, s2, p1)-ReLU-Conv(64->128, 3, s2, p1)-ReLU, decoder
-    ConvT(128->64, 3, s2, p1, op1)-ReLU-ConvT(64->C, 3, s2, p1, op1)-Tanh. The code is
-    128 x H/4 x W/4 (larger than the input: no bottleneck). With ``bottleneck=k`` (ours, not the
-    seed's) a 1x1 Conv(128->k) ends the encoder (linear code, k x H/4 x W/4) and a
-    1x1 Conv(k->128)-ReLU starts the decoder.
-    """
-
-    def __init__(self, channels: int, bottleneck: int | None = None):
-        super().__init__()
-        enc: list[nn.Module] = [nn.Conv2d(channels, 64, 3, stride=2, padding=1, device="meta"),
-                                nn.ReLU(),
-                                nn.Conv2d(64, 128, 3, stride=2, padding=1, device="meta"),
-                                nn.ReLU()]
-        dec: list[nn.Module] = [nn.ConvTranspose2d(128, 64, 3, stride=2, padding=1,
-                                                   output_padding=1, device="meta"),
-                                nn.ReLU(),
-                                nn.ConvTranspose2d(64, channels, 3, stride=2, padding=1,
-                                                   output_padding=1, device="meta"),
-                                nn.Tanh()]
-        if bottleneck is not None:
-            enc.append(nn.Conv2d(128, bottleneck, 1, device="meta"))
-            dec = [nn.Conv2d(bottleneck, 128, 1, device="meta"), nn.ReLU(), *dec]
-        self.encoder = nn.Sequential(*enc)
-        self.decoder = nn.Sequential(*dec)
-        # built on the meta device: parameters are allocated here and filled by init_default_
-        self.to_empty(device="cpu")
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.decoder(self.encoder(x))
 
 
 @DETECTORS.register("ae")
@@ -133,6 +84,8 @@ class AE(Detector):
             raise BenchError(f"ae needs image height and width divisible by 4 (two stride-2 "
                              f"convolutions), got {h}x{w}: resize the ID set, e.g. to "
                              f"{max(4, round(h / 4) * 4)}x{max(4, round(w / 4) * 4)}")
+        from bench.detectors._ae_net import PixelAE, init_default_
+
         g = torch.Generator().manual_seed(int(self.seed))
         self.net_ = init_default_(PixelAE(c, self.bottleneck), g)
         self.in_shape_ = (c, h, w)
@@ -214,6 +167,8 @@ class AE(Detector):
                 "history": list(self.history_)}
 
     def load_state(self, state: dict[str, Any]) -> "AE":
+        from bench.detectors._ae_net import PixelAE
+
         c, h, w = (int(s) for s in state["in_shape"])
         self.net_ = PixelAE(c, state["bottleneck"])
         self.net_.load_state_dict(state["net"])
@@ -224,4 +179,13 @@ class AE(Detector):
         return self
 
 
-__all__ = ["AE", "PixelAE", "init_default_"]
+def __getattr__(name: str):
+    """``PixelAE`` and ``init_default_`` stay importable from here (PEP 562), loaded lazily."""
+    if name in ("PixelAE", "init_default_"):
+        from bench.detectors import _ae_net
+
+        return getattr(_ae_net, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = ["AE"]

@@ -7,10 +7,13 @@ but its code never computed it: the formalisation below is **ours**.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
-from torch import Tensor
 
+
+
+if TYPE_CHECKING:
+    from torch import Tensor
 from bench.registry import DETECTORS
 from bench.views import Views
 from bench.detectors.msp import log_msp  # re-exported: combined's score uses it

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-import torch
-from torch import Tensor
 
+from bench._lazy import torch
+
+if TYPE_CHECKING:
+    from torch import Tensor
 from bench.detectors.base import Detector
 from bench.errors import BenchError
 from bench.registry import DETECTORS

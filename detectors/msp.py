@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import math
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-import torch
-from torch import Tensor
 
+from bench._lazy import torch
+
+if TYPE_CHECKING:
+    from torch import Tensor
 from bench.detectors.base import Detector, check_flag
 from bench.errors import BenchError
 from bench.registry import DETECTORS

@@ -5,11 +5,13 @@ from __future__ import annotations
 import contextlib
 import copy
 import inspect
-from typing import Any, Callable, ClassVar, Iterator
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterator
 
-import torch
-from torch import Tensor, nn
 
+from bench._lazy import nn, torch
+
+if TYPE_CHECKING:
+    from torch import Tensor
 from bench.detectors.base import DETECTORS, Detector
 from bench.errors import BenchError, did_you_mean
 from bench.models.base import model_device

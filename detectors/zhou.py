@@ -10,13 +10,13 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
-from typing import Any, ClassVar, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Iterator, Sequence
 
-import scipy.stats
-import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
 
+from bench._lazy import F, nn, torch
+
+if TYPE_CHECKING:
+    from torch import Tensor
 from bench import progress
 from bench.errors import BenchError
 from bench.registry import DETECTORS, signature_params
@@ -30,7 +30,8 @@ _MIN_NORM = 1e-12
 #: a degenerate (constant) val statistic would divide by zero; its sigma is floored here
 _MIN_SIGMA = 1e-12
 
-Floats3 = Sequence[float] | Tensor
+if TYPE_CHECKING:
+    Floats3 = Sequence[float] | Tensor
 
 
 def log_score(a0: Tensor, a1: Tensor, a2: Tensor, mu: Floats3, sigma: Floats3,
@@ -203,6 +204,8 @@ class Zhou(Detector):
         self.history_ = self._train(v, y, g)
 
         a = self.stats(val)
+        import scipy.stats
+
         fits = [scipy.stats.norm.fit(x.numpy()) for x in a]
         self.mu_ = tuple(float(m) for m, _ in fits)
         self.sigma_ = tuple(float(s) for _, s in fits)

@@ -11,17 +11,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import torch
+from bench._lazy import torch
 
 from bench.cache import file_sha256
 from bench.errors import BenchError
-from bench.models.base import (CHECKPOINT_FORMAT, NORMS, Architecture, Classifier,
+from bench.models.base import (CHECKPOINT_FORMAT, NORMS, Architecture,
                                load_state_dict_checked, model_device, read_checkpoint,
                                resolve_norm)
 from bench.registry import MODELS, parse_spec
 
 if TYPE_CHECKING:
     from bench.datasets.base import ImageSet
+    from bench.models._classifier import Classifier
 
 #: the old name of :func:`bench.cache.file_sha256`
 sha256_file = file_sha256
@@ -108,6 +109,8 @@ def load_classifier(spec: str, *, num_classes: int, in_channels: int, image_size
     else:
         norm_name, mean, std = resolve_norm(norm, in_channels)
 
+    from bench.models._classifier import Classifier
+
     clf = Classifier(net, mean=mean, std=std, num_classes=num_classes, arch=arch_str,
                      norm=norm_name)
     clf.to(device).eval()
@@ -122,3 +125,12 @@ def load_classifier(spec: str, *, num_classes: int, in_channels: int, image_size
 __all__ = ["Architecture", "CHECKPOINT_FORMAT", "Classifier", "NORMS", "load_classifier",
            "load_state_dict_checked", "model_device", "read_checkpoint", "resolve_norm",
            "sha256_file"]
+
+
+def __getattr__(name: str):
+    """``Classifier`` stays importable from here (PEP 562), loaded on first use."""
+    if name == "Classifier":
+        from bench.models._classifier import Classifier
+
+        return Classifier
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

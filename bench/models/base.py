@@ -13,13 +13,15 @@ from __future__ import annotations
 import math
 import re
 from pathlib import Path
-from typing import Any, ClassVar, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Sequence
 
-import torch
-from torch import Tensor, nn
+from bench._lazy import nn, torch
 
 from bench.errors import BenchError
 from bench.registry import MODELS, Component
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 
 def model_device(model: nn.Module) -> torch.device:
@@ -29,43 +31,6 @@ def model_device(model: nn.Module) -> torch.device:
     for t in model.buffers():
         return t.device
     return torch.device("cpu")
-
-
-class Classifier(nn.Module):
-    """Wraps a network ``net`` with ``net.features(x) -> (N, H)`` and a final ``net.fc`` Linear.
-
-    Inputs are float images in [0, 1] (METHODS.md §0); normalisation with ``mean``/``std``
-    belongs to the model. ``forward_features`` gives logits and penultimate features in one pass.
-    """
-
-    def __init__(self, net: nn.Module, *, mean: Sequence[float], std: Sequence[float],
-                 num_classes: int, arch: str = "", norm: str = "custom"):
-        super().__init__()
-        self.net = net
-        self.num_classes = num_classes
-        self.arch = arch
-        self.norm = norm
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
-        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
-
-    def normalize(self, x: Tensor) -> Tensor:
-        return (x - self.mean) / self.std
-
-    def forward_features(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        f = self.net.features(self.normalize(x))
-        return self.net.fc(f), f
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.forward_features(x)[0]
-
-    @property
-    def head(self) -> nn.Linear | None:
-        fc = getattr(self.net, "fc", None)
-        return fc if isinstance(fc, nn.Linear) else None
-
-    @property
-    def device(self) -> torch.device:
-        return self.mean.device
 
 
 # --------------------------------------------------------------------------------------------
@@ -188,7 +153,7 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, Tensor], dict[str, Any]
     if isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
         meta = {k: v for k, v in obj.items() if k != "state_dict"}
         sd = obj["state_dict"]
-    elif isinstance(obj, Mapping) and obj and all(isinstance(v, Tensor) for v in obj.values()):
+    elif isinstance(obj, Mapping) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
         sd = obj
     else:
         keys = list(obj)[:8] if isinstance(obj, Mapping) else type(obj).__name__
@@ -196,7 +161,7 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, Tensor], dict[str, Any]
                          f"model.state_dict() or {{'state_dict': ...}}")
     out: dict[str, Tensor] = {}
     for k, v in sd.items():
-        if not isinstance(v, Tensor):
+        if not isinstance(v, torch.Tensor):
             raise BenchError(f"weights {str(path)!r}: entry {k!r} of the state_dict is not a tensor")
         # nn.DataParallel saves with "module.", torch.compile with "_orig_mod."
         out[k.removeprefix("module.").removeprefix("_orig_mod.")] = v
@@ -241,3 +206,12 @@ def load_state_dict_checked(net: nn.Module, state_dict: Mapping[str, Tensor], *,
         hint = f"; the file looks like a {guess} checkpoint" if guess and guess != arch else ""
         raise BenchError(f"{label} do not fit {arch}: {', '.join(parts)}{hint}")
     net.load_state_dict(state_dict, strict=True)
+
+
+def __getattr__(name: str):
+    """``Classifier`` stays importable from here (PEP 562), loaded on first use."""
+    if name == "Classifier":
+        from bench.models._classifier import Classifier
+
+        return Classifier
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -14,35 +14,14 @@ config, the normalisation, the seed and the sha256 of the training data.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from torch import Tensor, nn
+if TYPE_CHECKING:
+    from torch import nn
 
 from bench.errors import BenchError
 from bench.models import Architecture
 from bench.registry import MODELS
-
-
-class SmallCNN(nn.Module):
-    """Two 3x3 convs, a max-pool, a hidden linear layer (``features``) and ``fc``."""
-
-    def __init__(self, num_classes: int, in_channels: int, image_size: int, width: int = 32,
-                 hidden: int = 64):
-        super().__init__()
-        self.conv = nn.Sequential(
-            nn.Conv2d(in_channels, width, 3, padding=1), nn.ReLU(inplace=True),
-            nn.Conv2d(width, 2 * width, 3, padding=1), nn.ReLU(inplace=True),
-            nn.MaxPool2d(2),
-        )
-        side = image_size // 2
-        self.hidden = nn.Linear(2 * width * side * side, hidden)
-        self.fc = nn.Linear(hidden, num_classes)
-
-    def features(self, x: Tensor) -> Tensor:
-        return self.hidden(self.conv(x).flatten(1)).relu()
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.fc(self.features(x))
 
 
 @MODELS.register("cnn")
@@ -65,7 +44,9 @@ class CNN(Architecture):
     def build(self, num_classes: int, in_channels: int, image_size: int) -> nn.Module:
         if image_size < 2:
             raise BenchError(f"cnn needs images of at least 2x2 pixels, got {image_size}")
+        from bench.models._cnn_net import SmallCNN
+
         return SmallCNN(num_classes, in_channels, image_size, width=self.width, hidden=self.hidden)
 
 
-__all__ = ["CNN", "SmallCNN"]
+__all__ = ["CNN"]

@@ -10,30 +10,13 @@ torchvision's (``conv1``, ``bn1``, ``layer1..4``, ``fc``), with projection (opti
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
-from torch import Tensor, nn
-from torchvision.models.resnet import BasicBlock, ResNet
+if TYPE_CHECKING:
+    from torch import nn
 
 from bench.models import Architecture
 from bench.registry import MODELS
-
-
-class CifarResNet18(ResNet):
-    """torchvision ``ResNet(BasicBlock, [2, 2, 2, 2])`` with a CIFAR stem and ``features``."""
-
-    def __init__(self, num_classes: int = 10, in_channels: int = 3):
-        super().__init__(BasicBlock, [2, 2, 2, 2], num_classes=num_classes)
-        self.conv1 = nn.Conv2d(in_channels, 64, kernel_size=3, stride=1, padding=1, bias=False)
-        self.maxpool = nn.Identity()
-
-    def features(self, x: Tensor) -> Tensor:
-        x = self.relu(self.bn1(self.conv1(x)))
-        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
-        return self.avgpool(x).flatten(1)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.fc(self.features(x))
 
 
 @MODELS.register("resnet18")
@@ -48,7 +31,9 @@ class ResNet18(Architecture):
         pass
 
     def build(self, num_classes: int, in_channels: int, image_size: int) -> nn.Module:
+        from bench.models._resnet18_net import CifarResNet18
+
         return CifarResNet18(num_classes=num_classes, in_channels=in_channels)
 
 
-__all__ = ["CifarResNet18", "ResNet18"]
+__all__ = ["ResNet18"]

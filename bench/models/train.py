@@ -23,13 +23,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
-import torch
-import torch.nn.functional as F
-from sklearn.model_selection import train_test_split
-from torch import Tensor
 
 from bench.errors import BenchError
-from bench.models.base import (CHECKPOINT_FORMAT, Architecture, Classifier, read_checkpoint,
+from bench._lazy import F, torch
+from bench.models.base import (CHECKPOINT_FORMAT, Architecture, read_checkpoint,
                                resolve_norm)
 from bench.registry import MODELS, parse_spec
 from bench.results import atomic_write_bytes
@@ -38,7 +35,10 @@ from bench.views import to_float01
 log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
+    from torch import Tensor
+
     from bench.datasets.base import ImageSet
+    from bench.models._classifier import Classifier
 
 Progress = Callable[[int, int, float], None]
 
@@ -64,7 +64,6 @@ def augment_batch(x: Tensor, *, pad: int, flip: bool, generator: torch.Generator
     return x
 
 
-@torch.inference_mode()
 def accuracy(model: Classifier, images: Tensor, labels: Tensor, *, batch_size: int = 512,
              device: str | torch.device | None = None) -> float:
     """Top-1 accuracy of ``model`` (eval mode) on uint8 ``images`` (N, C, H, W)."""
@@ -73,9 +72,10 @@ def accuracy(model: Classifier, images: Tensor, labels: Tensor, *, batch_size: i
     model.eval()
     try:
         correct = 0
-        for s in range(0, images.shape[0], batch_size):
-            x = to_float01(images[s:s + batch_size].to(device))
-            correct += int((model(x).argmax(1).cpu() == labels[s:s + batch_size]).sum())
+        with torch.inference_mode():
+            for s in range(0, images.shape[0], batch_size):
+                x = to_float01(images[s:s + batch_size].to(device))
+                correct += int((model(x).argmax(1).cpu() == labels[s:s + batch_size]).sum())
     finally:
         model.train(was_training)
     return correct / max(1, images.shape[0])
@@ -172,6 +172,8 @@ def holdout_split(labels: Tensor | np.ndarray, holdout: float, seed: int
     if holdout <= 0:
         return idx, idx[:0]
     try:
+        from sklearn.model_selection import train_test_split
+
         tr, ho = train_test_split(idx, test_size=holdout, stratify=y, random_state=seed)
     except ValueError as exc:  # e.g. a class with one image cannot be split
         raise BenchError(f"cannot hold out a stratified {holdout} of the training split: {exc}"
@@ -219,6 +221,8 @@ def train_classifier(arch_spec: str, train_set: "ImageSet", *, num_classes: int 
     g = torch.Generator().manual_seed(seed)
     net = arch.build(num_classes, c, h)
     arch.init_weights(net, g)
+    from bench.models._classifier import Classifier
+
     model = Classifier(net, mean=mean, std=std, num_classes=num_classes, arch=arch.spec(),
                        norm=norm_name)
     t0 = time.perf_counter()
@@ -289,6 +293,8 @@ def train_on_first_use(arch: Architecture, *, num_classes: int, in_channels: int
     g = torch.Generator().manual_seed(seed)
     net = arch.build(num_classes, in_channels, image_size)
     arch.init_weights(net, g)
+    from bench.models._classifier import Classifier
+
     model = Classifier(net, mean=mean, std=std, num_classes=num_classes, arch=arch.spec(),
                        norm=norm)
     threads = torch.get_num_threads()

@@ -16,7 +16,6 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from torch.hub import download_url_to_file
 
 from bench.errors import BenchError, did_you_mean
 
@@ -77,6 +76,13 @@ ZOO: tuple[ZooEntry, ...] = (
 
 #: ``--weights <word>``: the entry of that source whose arch is the model's
 SOURCES = ("akamaster", "shiftbench")
+
+
+def download_url_to_file(url: str, dst: str, progress: bool = True) -> None:
+    """``torch.hub.download_url_to_file``, imported when a download actually happens."""
+    from torch.hub import download_url_to_file as download
+
+    download(url, dst, progress=progress)
 
 
 def zoo_dir(home: Path | None = None) -> Path:
