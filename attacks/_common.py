@@ -8,14 +8,13 @@ from __future__ import annotations
 import contextlib
 from typing import TYPE_CHECKING, Callable, Iterator
 
-
+from bench import progress
 from bench._lazy import F, nn, torch
+from bench.errors import BenchError
+from bench.models.base import model_device
 
 if TYPE_CHECKING:
     from torch import Tensor
-from bench import progress
-from bench.errors import BenchError
-from bench.models.base import model_device
 
 
 def cpu_generator(generator: torch.Generator) -> torch.Generator:

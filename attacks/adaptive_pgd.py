@@ -3,9 +3,9 @@
 Three goals, one per side of a detection cell (docs/adaptive.md):
 
 - ``evade`` (``--attack adaptive_pgd``, the ID test images): misclassified AND accepted by the
-  detector at its 95 % val threshold. Orthogonal PGD (Bryniarski, Hingun, Pachuca, Wang &
-  Carlini, "Evading Adversarial Example Detection Defenses with Orthogonal Projected Gradient
-  Descent", ICLR 2022; v-wangg/OrthogonalPGD ``attack.py``), or its selective variant.
+  detector at its 95 % val threshold. Selective PGD (default) or orthogonal PGD (Bryniarski,
+  Hingun, Pachuca, Wang & Carlini, "Evading Adversarial Example Detection Defenses with
+  Orthogonal Projected Gradient Descent", ICLR 2022; v-wangg/OrthogonalPGD ``attack.py``).
 - ``raise`` (``--ood-attack adaptive_pgd``, the OOD images): the detector score raised toward
   "in-distribution" (Azizmalayeri, Soltani Moakhar, Zarei, Zohrabi, Manzuri & Rohban, "Your
   Out-of-Distribution Detection Method is Not Robust!", NeurIPS 2022).
@@ -17,16 +17,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, ClassVar
 
-
-from bench._lazy import F, nn, torch
-
-if TYPE_CHECKING:
-    from torch import Tensor
 from bench import progress
+from bench._lazy import F, nn, torch
 from bench.attacks._common import check_int, check_number, ieee_fp32_convs, uniform
 from bench.attacks.base import ATTACK, SHIFTS, Shift
 from bench.attacks.fgsm import EPS_BY_SEVERITY
 from bench.errors import BenchError
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 #: goals of :meth:`AdaptivePGD.attack`
 GOALS = ("evade", "raise", "lower")

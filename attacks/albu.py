@@ -9,11 +9,11 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from bench._lazy import nn, torch
+from bench.attacks.base import CORRUPTION, SHIFTS, Shift
+from bench.errors import BenchError, did_you_mean
 
 if TYPE_CHECKING:
     from torch import Tensor
-from bench.attacks.base import CORRUPTION, SHIFTS, Shift
-from bench.errors import BenchError, did_you_mean
 
 def _albumentations() -> Any:
     # albumentations otherwise asks PyPI for a newer version on import (a network call)

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, ClassVar
 
-
 from bench._lazy import nn, torch
+from bench.errors import BenchError
+from bench.registry import SHIFTS, Component, Spec
 
 if TYPE_CHECKING:
     from torch import Tensor
-from bench.errors import BenchError
-from bench.registry import SHIFTS, Component, Spec
 
 #: leaderboard groups (METHODS.md §5)
 CORRUPTION, ATTACK, ANOMALY_MIX, OOD = "corruption", "attack", "anomaly mix", "ood"

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, ClassVar
 
-
 from bench._lazy import nn, torch
+from bench.attacks._common import check_number
+from bench.attacks.base import CORRUPTION, SHIFTS, Shift
 
 if TYPE_CHECKING:
     from torch import Tensor
-from bench.attacks._common import check_number
-from bench.attacks.base import CORRUPTION, SHIFTS, Shift
 
 
 def brightness(x: Tensor, c: float) -> Tensor:

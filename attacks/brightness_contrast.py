@@ -4,17 +4,16 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, ClassVar
 
-
 from bench._lazy import nn, torch
-
-if TYPE_CHECKING:
-    from torch import Tensor
 from bench.attacks._common import check_number
 from bench.attacks.base import CORRUPTION, SHIFTS, Shift
 from bench.attacks.brightness import Brightness
 from bench.attacks.brightness import brightness as adjust_brightness
 from bench.attacks.contrast import Contrast
 from bench.attacks.contrast import contrast as adjust_contrast
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 
 @SHIFTS.register("brightness_contrast")

@@ -8,11 +8,11 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from bench._lazy import nn, torch
+from bench.attacks.base import CORRUPTION, SHIFTS, Shift
+from bench.errors import BenchError, did_you_mean
 
 if TYPE_CHECKING:
     from torch import Tensor
-from bench.attacks.base import CORRUPTION, SHIFTS, Shift
-from bench.errors import BenchError, did_you_mean
 
 #: the 19 files of the release (Hendrycks & Dietterich 2019, zenodo record 2535967)
 CORRUPTIONS = ("brightness", "contrast", "defocus_blur", "elastic_transform", "fog", "frost",

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, ClassVar
 
-
 from bench._lazy import nn, torch
-
-if TYPE_CHECKING:
-    from torch import Tensor
 from bench.attacks._common import batched_attack, check_int, check_number, loss_grad
 from bench.attacks.base import ATTACK, SHIFTS, Shift
 from bench.errors import BenchError
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 #: L-inf budgets by severity 1..5 (pixel units on [0, 1]); shared with pgd
 EPS_BY_SEVERITY: tuple[float, ...] = (1 / 255, 2 / 255, 4 / 255, 8 / 255, 16 / 255)

@@ -4,11 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, ClassVar
 
-
 from bench._lazy import nn, torch
-
-if TYPE_CHECKING:
-    from torch import Tensor
 from bench.attacks._common import check_int, cpu_generator
 from bench.attacks.base import ANOMALY_MIX, SHIFTS, Shift
 from bench.attacks.brightness_contrast import BrightnessContrast
@@ -16,6 +12,9 @@ from bench.attacks.fgsm import FGSM
 from bench.attacks.gaussian_noise import GaussianNoise
 from bench.attacks.pixel_dropout import PixelDropout
 from bench.attacks.salt_pepper import SaltPepper
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 
 @SHIFTS.register("mix")

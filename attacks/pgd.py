@@ -4,15 +4,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, ClassVar
 
-
 from bench._lazy import nn, torch
-
-if TYPE_CHECKING:
-    from torch import Tensor
 from bench.attacks._common import batched_attack, check_int, check_number, loss_grad, uniform
 from bench.attacks.base import ATTACK, SHIFTS, Shift
 from bench.attacks.fgsm import EPS_BY_SEVERITY, check_attack_params
 from bench.errors import BenchError
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 
 @SHIFTS.register("pgd")

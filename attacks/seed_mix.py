@@ -4,11 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, ClassVar
 
-
 from bench._lazy import nn, torch
-
-if TYPE_CHECKING:
-    from torch import Tensor
 from bench.attacks._common import check_int, check_number
 from bench.attacks.base import SHIFTS, Shift
 from bench.attacks.contrast import contrast as adjust_contrast
@@ -17,6 +13,9 @@ from bench.attacks.gaussian_noise import GaussianNoise
 from bench.attacks.mix import Mix
 from bench.attacks.pixel_dropout import PixelDropout
 from bench.attacks.salt_pepper import SaltPepper
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 
 class SeedContrastBrightness(Shift):

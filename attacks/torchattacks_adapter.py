@@ -10,12 +10,12 @@ from typing import TYPE_CHECKING, Any, ClassVar, Iterator
 import numpy as np
 
 from bench._lazy import nn, torch
-
-if TYPE_CHECKING:
-    from torch import Tensor
 from bench.attacks.base import ATTACK, SHIFTS, Shift
 from bench.errors import BenchError, did_you_mean
 from bench.models.base import model_device
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 _INSTALL = "install it with: pip install 'shiftbench[attacks-extra]'"
 

@@ -17,7 +17,6 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
-
 from bench._lazy import nn, torch
 from bench.errors import BenchError
 from bench.results import atomic_write_bytes

@@ -31,7 +31,6 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]})
 
 
-
 def _pipe_width() -> int:
     """Width for stdout that is not a terminal: $COLUMNS when it is a number, else 160."""
     try:

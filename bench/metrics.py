@@ -514,7 +514,6 @@ def classifier_metrics(logits: ArrayLike, labels: ArrayLike | None) -> dict[str,
     return {"acc": float(correct.mean()), "ece": ece(conf.numpy(), correct)}
 
 
-
 # --------------------------------------------------------------------------------------------
 # failure detection: does the score flag the images the classifier gets wrong?
 # --------------------------------------------------------------------------------------------

@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-
 from bench._lazy import torch
 from bench.errors import BenchError
 from bench.results import check_dir_writable

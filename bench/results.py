@@ -26,6 +26,8 @@ n_in, n_out        number of ID test images and shifted images scored
 small_set          true when n_in or n_out < MIN_SET_SIZE (30): metrics_ci is then null and
                    leaderboards mark the numbers (absent in older records: judged from n_in/n_out)
 metrics            {auroc, aupr_in, aupr_out, fpr95, fpr95_oodpos, detect95, id_accept95,
+                    undetected_success (shifts of the ID test images: misclassified AND
+                    accepted at the 95 % val threshold; null for OOD sets),
                     aupr_in_trapz, aupr_out_trapz}
 metrics_ci         {metric: [lo, hi]}: bootstrap 95 % interval over images (auroc, aupr_in,
                    aupr_out, fpr95, fpr95_oodpos), resampling ID and shifted scores separately
@@ -39,6 +41,12 @@ deployment         corruption/attack cells: clean and shifted images in one pool
 plots              {scores_in, scores_out (<= 1000 each, subsampled with the seed),
                     correct_in, correct_out (the classifier right on those same images),
                     roc_fpr, roc_tpr (<= 200 points), rc_coverage, rc_risk (<= 200 points)}
+adaptive           cells of attacks aimed at the detector only (docs/adaptive.md): {goal,
+                   attack, params, n, n_total, subset_sha256, threshold, auroc, reference,
+                   auroc_reference, undetected_success_reference, stronger_than_reference,
+                   auroc_2x_steps, undetected_success_2x_steps, converged, score_moved,
+                   auroc_before, warning, ...}; ``plots.scores_before`` then holds the
+                   attacked OOD images' scores before the attack
 examples           {shift_png, detector_png}: base64 PNG grids (may be null)
 timings            seconds: {views, shift, fit, score, total}; ``shift`` is 0 when the shifted
                    set's views came from the cache

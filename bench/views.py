@@ -9,13 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
+
 from bench._lazy import torch
 
 if TYPE_CHECKING:
     from torch import Tensor
-
-
-if TYPE_CHECKING:
     from bench.models.base import Classifier
 
 
@@ -80,7 +78,6 @@ def compute_views(model: "Classifier", images: Tensor, *, name: str, labels: Ten
         logits=torch.cat(logits) if logits else torch.empty(0, k, dtype=torch.float64),
         features=torch.cat(feats) if feats else torch.empty(0, 0, dtype=torch.float64),
         labels=labels, images=images if keep_images else None, model=model, index=index)
-
 
 
 def views_entry(cache_dir: Path, name: str, key: dict[str, Any],

@@ -11,11 +11,11 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from bench._lazy import torch
+from bench.errors import BenchError
+from bench.registry import DATASETS, Component, Spec, signature_params
 
 if TYPE_CHECKING:
     from torch import Tensor
-from bench.errors import BenchError
-from bench.registry import DATASETS, Component, Spec, signature_params
 
 #: values of the ``proximity`` attribute (relative to the dataset's usual ID partner)
 PROXIMITIES = ("near", "far")

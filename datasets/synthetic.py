@@ -5,14 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
-
 from bench._lazy import torch
-
-if TYPE_CHECKING:
-    from torch import Tensor
 from bench.datasets.base import Dataset, ImageSet, LoadContext
 from bench.errors import BenchError
 from bench.registry import DATASETS
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 # images drawn per call: bounded float memory; fixed, so the output depends on the seed only
 _CHUNK = 1024

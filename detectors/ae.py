@@ -8,16 +8,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
-
-from bench._lazy import F, nn, torch
-
-if TYPE_CHECKING:
-    from torch import Tensor
 from bench import progress
+from bench._lazy import F, nn, torch
 from bench.errors import BenchError
 from bench.registry import DETECTORS
 from bench.views import Views, to_float01
 from bench.detectors.base import Detector, check_device, check_param
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 
 @DETECTORS.register("ae")

@@ -8,15 +8,14 @@ import re
 import sys
 from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
-
 from bench._lazy import torch
-
-if TYPE_CHECKING:
-    from torch import Tensor
 from bench.cache import check_plain
 from bench.errors import BenchError
 from bench.registry import DETECTORS, Component
 from bench.views import Views
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 #: what a detector may declare in ``needs``
 NEEDS = frozenset({"logits", "features", "labels", "images", "model"})

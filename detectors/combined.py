@@ -10,8 +10,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, ClassVar
 
 
-
-
 if TYPE_CHECKING:
     from torch import Tensor
 from bench.registry import DETECTORS

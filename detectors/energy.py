@@ -4,15 +4,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, ClassVar
 
-
 from bench._lazy import torch
-
-if TYPE_CHECKING:
-    from torch import Tensor
 from bench.detectors.base import Detector
 from bench.detectors.msp import check_temperature
 from bench.registry import DETECTORS
 from bench.views import Views
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 
 @DETECTORS.register("energy")

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, ClassVar
 
-
 from bench._lazy import torch
-
-if TYPE_CHECKING:
-    from torch import Tensor
 from bench.detectors.base import Detector
 from bench.errors import BenchError
 from bench.registry import DETECTORS
 from bench.views import Views
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 #: rows per chunk are chosen so a chunk holds about this many float64 numbers (32 MiB)
 _CHUNK_ELEMS = 1 << 22

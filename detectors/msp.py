@@ -5,15 +5,14 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any, ClassVar
 
-
 from bench._lazy import torch
-
-if TYPE_CHECKING:
-    from torch import Tensor
 from bench.detectors.base import Detector, check_flag
 from bench.errors import BenchError
 from bench.registry import DETECTORS
 from bench.views import Views
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 
 def check_temperature(who: str, t: Any) -> float:

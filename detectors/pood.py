@@ -7,15 +7,14 @@ import copy
 import inspect
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterator
 
-
 from bench._lazy import nn, torch
-
-if TYPE_CHECKING:
-    from torch import Tensor
 from bench.detectors.base import DETECTORS, Detector
 from bench.errors import BenchError, did_you_mean
 from bench.models.base import model_device
 from bench.views import Views, to_float01
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 _INSTALL = "install it with: pip install 'shiftbench[ood-extra]'"
 

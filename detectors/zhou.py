@@ -12,16 +12,15 @@ import copy
 import math
 from typing import TYPE_CHECKING, Any, ClassVar, Iterator, Sequence
 
-
-from bench._lazy import F, nn, torch
-
-if TYPE_CHECKING:
-    from torch import Tensor
 from bench import progress
+from bench._lazy import F, nn, torch
 from bench.errors import BenchError
 from bench.registry import DETECTORS, signature_params
 from bench.views import Views
 from bench.detectors.base import Detector, check_device, check_param
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 #: temperature of the a0 statistic: the reference scores with softmax(z / 1000) (batch_engine.py)
 A0_TEMPERATURE = 1000.0

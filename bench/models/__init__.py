@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bench._lazy import torch
-
 from bench.cache import file_sha256
 from bench.errors import BenchError
 from bench.models.base import (CHECKPOINT_FORMAT, NORMS, Architecture,

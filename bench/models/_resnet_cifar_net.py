@@ -71,6 +71,4 @@ class CifarResNet(nn.Module):
         return self.linear(self.features(x))
 
 
-
-
 __all__ = ["ShortcutA", "BasicBlock", "CifarResNet"]

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Sequence
 
 from bench._lazy import nn, torch
-
 from bench.errors import BenchError
 from bench.registry import MODELS, Component
 

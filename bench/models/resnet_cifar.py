@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, ClassVar, Mapping
 
 from bench._lazy import nn
 
+
 if TYPE_CHECKING:
     import torch
     from torch import Tensor

@@ -24,8 +24,9 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
-from bench.errors import BenchError
 from bench._lazy import F, torch
+from bench.errors import BenchError
+
 from bench.models.base import (CHECKPOINT_FORMAT, Architecture, read_checkpoint,
                                resolve_norm)
 from bench.registry import MODELS, parse_spec
