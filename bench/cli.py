@@ -278,6 +278,10 @@ def _run_table(ok: list[dict], *, wide: bool, breakable: bool) -> Table:
         t.add_column(HEADERS[m], justify="right", no_wrap=True)
     for head in ("acc", "ECE", "succ"):
         t.add_column(head, justify="right", no_wrap=True)
+    # attacks aimed at the detector: the errors that got past it (docs/adaptive.md)
+    undet = any(isinstance(r.get("adaptive"), dict) for r in ok)
+    if undet:
+        t.add_column("undet", justify="right", no_wrap=True)
     for r in ok:
         m, c = r["metrics"], r.get("classifier") or {}
         shift = r["shift"]["name"] if r["shift"]["group"] == "ood" else r["shift"]["spec"]
@@ -286,7 +290,8 @@ def _run_table(ok: list[dict], *, wide: bool, breakable: bool) -> Table:
             shift, det = (x.replace("(", " (", 1) for x in (shift, det))
         t.add_row(det, shift, *([str(r["seed"])] if show_seed else []),
                   *[_pct(m.get(k)) for k in metrics],
-                  *[_pct(c.get(k)) for k in ("acc", "ece", "attack_success")])
+                  *[_pct(c.get(k)) for k in ("acc", "ece", "attack_success")],
+                  *([_pct(m.get("undetected_success"))] if undet else []))
     return t
 
 
