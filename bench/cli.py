@@ -282,9 +282,12 @@ def _run_table(ok: list[dict], *, wide: bool, breakable: bool) -> Table:
     undet = any(isinstance(r.get("adaptive"), dict) for r in ok)
     if undet:
         t.add_column("undet", justify="right", no_wrap=True)
+    from bench.leaderboard.core import pretty_spec
+
     for r in ok:
         m, c = r["metrics"], r.get("classifier") or {}
-        shift = r["shift"]["name"] if r["shift"]["group"] == "ood" else r["shift"]["spec"]
+        shift = pretty_spec(r["shift"]["name"] if r["shift"]["group"] == "ood"
+                            else r["shift"]["spec"])
         det = r["detector"]["spec"]
         if breakable:  # a space before "(" lets rich wrap there, and only there
             shift, det = (x.replace("(", " (", 1) for x in (shift, det))
