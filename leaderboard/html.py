@@ -67,8 +67,9 @@ figure{margin:.5em 0 1em}figcaption{font-size:.85em;color:#555}
 .gallery img{image-rendering:pixelated;width:256px;height:auto;border:1px solid #ccc}
 pre{background:#f6f8fa;padding:.6em;overflow-x:auto;font-size:.85em}
 .muted{color:#666;font-size:.9em}
-table.robust td:nth-child(2){text-align:left;white-space:normal;max-width:18em}
-table.robust td.warn{background:#fde2e2}
+table.robust td:nth-child(2),table.robust td:nth-child(10){text-align:left;white-space:normal;overflow-wrap:anywhere;
+ max-width:16em}table.robust th:nth-child(2),table.robust th:nth-child(10){text-align:left}
+table.robust td.warn{background:#fde2e2}.where{font-size:.8em;color:#555}
 """
 
 JS = """
@@ -263,11 +264,19 @@ def _robust(section: Section, idx: int) -> str:
                     + f"<td>{_e(texts[5])}</td>"
                     + "".join(f'<td data-v="{_v(c.mean)}"{_tooltip(c)}>{_cell_html(c)}</td>'
                               for c in ref)
-                    + f"<td>{_e(texts[9])}</td></tr>")
+                    + f"<td>{_worst_html(section, r.detector, texts[9])}</td></tr>")
     return ("<h3>Attacks aimed at the detector</h3>"
             f'<p class="muted">{_e(ROBUST_NOTE)}</p>'
             f'<div class="scroll"><table class="robust sortable" id="robust-{idx}">'
             f"<thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table></div>")
+
+
+def _worst_html(section: Section, detector: str, text: str) -> str:
+    """The worst AUROC on a detector's first row: the number, then the column in small print."""
+    if not text or detector not in section.worst:
+        return ""
+    cell, label = section.worst[detector]
+    return f'{_cell_html(cell)}<br><span class="where">{_e(label)}</span>'
 
 
 def _robust_figure(section: Section) -> str | None:

@@ -334,3 +334,37 @@ def test_leaderboard_robust_view(evasion_run):
     _bench(["leaderboard", "out", "--format", "html", "--out", "board.html"], tmp)
     html = (tmp / "board.html").read_text()
     assert 'class="robust sortable"' in html and 'alt="clean vs adaptive score histograms"' in html
+
+
+@pytest.mark.browser
+def test_robust_view_in_a_real_browser(evasion_run):
+    """The robust table and histograms render in chromium: no cell clipped, no sideways page
+    scroll at 1280 px, the histogram image decodes."""
+    chromium = Path("/usr/bin/chromium")
+    if not chromium.exists():
+        if os.environ.get("CI") == "true":
+            pytest.fail("/usr/bin/chromium missing under CI: `apt-get install -y chromium`")
+        pytest.skip("/usr/bin/chromium not installed")
+    from playwright.sync_api import sync_playwright
+
+    tmp, _ = evasion_run
+    _bench(["leaderboard", "out", "--format", "html", "--out", "robust.html"], tmp)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(chromium), headless=True,
+                                    args=["--no-sandbox", "--disable-gpu"])
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            errors: list[str] = []
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.goto((tmp / "robust.html").as_uri())
+            page.wait_for_load_state("load")
+            assert errors == []
+            clipped = page.eval_on_selector_all(
+                "table.robust td, table.robust th",
+                "cs => cs.filter(c => c.scrollWidth > c.clientWidth + 1).map(c => c.innerText)")
+            assert clipped == []
+            assert page.evaluate("document.documentElement.scrollWidth") <= 1280
+            width = page.eval_on_selector("figure.robust img", "i => i.naturalWidth")
+            assert width > 100
+        finally:
+            browser.close()
