@@ -25,7 +25,10 @@ def records(folder: Path) -> dict[tuple, dict]:
 @pytest.mark.slow
 def test_local_and_ray_write_the_same_records(tmp_path):
     pytest.importorskip("ray")
-    matrix = ["run", "--detector", "all", "--attack", "all", "--seeds", "0,1", "--device", "cpu"]
+    # attacks aimed at each detector run as one unit per detector: on Ray too
+    matrix = ["run", "--detector", "all", "--attack", "all,adaptive_pgd(n=40,steps=3)",
+              "--ood", "gaussian", "--ood-attack", "adaptive_pgd(n=30,steps=3)",
+              "--seeds", "0,1", "--device", "cpu"]
     local_home, ray_home = tmp_path / "home_local", tmp_path / "home_ray"
     local = subprocess.run([str(BENCH), *matrix, "--out", str(tmp_path / "local")],
                            capture_output=True, text=True, timeout=900,
@@ -40,8 +43,9 @@ def test_local_and_ray_write_the_same_records(tmp_path):
                              timeout=900, env={**os.environ, "BENCH_HOME": str(ray_home)})
     assert ray_run.returncode == 0, ray_run.stderr
     a, b = records(tmp_path / "local"), records(tmp_path / "ray")
-    # 6 detectors x (9 built-in shifts + the clean cell) x 2 seeds
-    assert set(a) == set(b) and len(a) == 6 * 10 * 2
+    # 6 detectors x (9 built-in shifts + adaptive_pgd + the clean cell + gaussian and
+    # gaussian+adaptive_pgd) x 2 seeds
+    assert set(a) == set(b) and len(a) == 6 * 13 * 2
     for key in a:
         (name_a, ra), (name_b, rb) = a[key], b[key]
         assert name_a == name_b and ra["cell_id"] == rb["cell_id"], key
@@ -51,6 +55,7 @@ def test_local_and_ray_write_the_same_records(tmp_path):
         assert ra["metrics_ci"] == rb["metrics_ci"], key
         assert ra["classifier"] == rb["classifier"], key
         assert ra["failure"] == rb["failure"] and ra["deployment"] == rb["deployment"], key
+        assert ra.get("adaptive") == rb.get("adaptive"), key
         if rb["shift"]["group"] != "clean":
             assert rb["cache"]["shift_views"] is False  # computed by a Ray worker
     assert "units (ray)" not in ray_run.stdout  # progress goes to stderr only
