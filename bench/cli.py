@@ -412,8 +412,9 @@ def _signature_names(cls) -> set[str]:
 def leaderboard(
     results_dir: Annotated[Path, typer.Argument(help="Folder of result records written by bench run. "
                                                       "Example: results")],
-    fmt: Annotated[str, typer.Option("--format", "-f", help="terminal, md, csv or html. "
-                                                            "Example: --format html")] = "terminal",
+    fmt: Annotated[Optional[str], typer.Option(
+        "--format", "-f", help="terminal, md, csv or html (default: from the --out file's "
+        "extension, .html/.md/.csv, else terminal). Example: --format html")] = None,
     metric: Annotated[str, typer.Option(help="Metric of the main matrix: auroc, aupr_in, aupr_out, "
                                              "fpr95, fpr95_oodpos, detect95. Example: --metric fpr95")]
         = "auroc",
@@ -427,6 +428,10 @@ def leaderboard(
     """
     from bench.leaderboard import render
 
+    if fmt is None:  # board.html is an HTML board, not terminal text in a .html file
+        suffix = out_file.suffix.lower() if out_file is not None else ""
+        fmt = {".html": "html", ".htm": "html", ".md": "md", ".csv": "csv"}.get(suffix,
+                                                                                "terminal")
     # one unreadable record must not hide the others: it is skipped with a warning line each
     text = render(results_dir, fmt=fmt, metric=metric, out=out_file, console=out,
                   skip_invalid=True)

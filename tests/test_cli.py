@@ -54,6 +54,16 @@ def test_run_msp_fgsm_writes_records_and_table(tmp_path):
     assert rec["classifier"]["acc"] < rec["model"]["clean_acc"]  # FGSM hurts
     assert len(rec["model"]["weights_sha256"]) == 64
 
+    # the board's format follows the --out file's extension unless --format says otherwise
+    for name, start in (("b.html", "<!DOCTYPE html>"), ("b.md", "# shiftbench leaderboard"),
+                        ("b.csv", "dataset,")):
+        res = bench("leaderboard", str(tmp_path / "r"), "--out", str(tmp_path / name))
+        assert res.returncode == 0, res.stderr
+        assert (tmp_path / name).read_text().startswith(start), name
+    res = bench("leaderboard", str(tmp_path / "r"), "--format", "md", "--out",
+                str(tmp_path / "forced.html"))
+    assert (tmp_path / "forced.html").read_text().startswith("# shiftbench leaderboard")
+
 
 def test_json_output_and_metrics_match_independent_computation(tmp_path):
     """msp on the uniform-noise OOD set: AUROC equals sklearn on numpy softmax of the model's logits."""
