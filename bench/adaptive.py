@@ -31,6 +31,7 @@ from bench.context import Context
 from bench.errors import BenchError
 from bench.plan import Paths, slug
 from bench.registry import SHIFTS
+from bench.units import tensor_sha256
 from bench.views import Views, compute_views, load_views, store_views, to_float01, views_entry
 
 #: tolerance (AUROC units) before an adaptive AUROC above its reference counts as a failed attack
@@ -85,20 +86,23 @@ def _scores(det: Any, views: Views) -> Tensor:
 
 
 def _cached_attack(ctx: Context, paths: Paths, key: dict[str, Any], name: str, n: int,
-                   compute: Any) -> tuple[dict[str, Tensor | None], bool, float]:
-    """Attacked images (``images``, ``check``) from the cache, else ``compute()``, stored."""
+                   compute: Any) -> tuple[Views, Tensor | None, bool, float]:
+    """The attacked set's views (carrying its images) and its 2x-steps images (None without
+    ``check``) from the cache, else from ``compute()`` and one forward pass, stored; then
+    whether they came from the cache and the seconds the attack took."""
     views_dir = cache.cache_dir("views", paths.home)
     path, full_key = views_entry(views_dir, name, key, ctx.model_key)
     hit = load_views(path, full_key, name, n)
     if hit is not None and isinstance(hit[1].get("images"), Tensor):
-        return hit[1], True, 0.0
-    t = time.perf_counter()
-    images, check = compute()
-    spent = time.perf_counter() - t
-    v = _views(ctx, images, name)
-    extra = {"images": images, "check": check}
-    store_views(path, full_key, v, extra)
-    return extra, False, spent
+        (v, extra), cached, spent = hit, True, 0.0
+    else:
+        t = time.perf_counter()
+        images, check = compute()
+        spent = time.perf_counter() - t
+        v, extra, cached = _views(ctx, images, name), {"images": images, "check": check}, False
+        store_views(path, full_key, v, extra)
+    v.images, v.model = extra["images"], ctx.model
+    return v, extra["check"], cached, spent
 
 
 def _key(ctx: Context, attack: Any, seed: int, det: Any | None, idx: Tensor,
@@ -109,13 +113,7 @@ def _key(ctx: Context, attack: Any, seed: int, det: Any | None, idx: Tensor,
             "code": cache.source_hash(type(attack)), "data": ctx.dataset["sha256"]["test"],
             "split": ["METHODS-1", ctx.dataset["split_seed"]], "side": side,
             "detector": None if det is None else [det.spec(), detector_key(det, ctx)],
-            "subset": _u64_sha(idx)}
-
-
-def _u64_sha(idx: Tensor) -> str:
-    import hashlib
-
-    return hashlib.sha256(idx.to(torch.int64).numpy().tobytes()).hexdigest()
+            "subset": tensor_sha256(idx.to(torch.int64))}
 
 
 # ------------------------------------------------------------------------------------------
@@ -135,10 +133,9 @@ def evade_views(ctx: Context, unit: Any, paths: Paths, fitted: dict) -> Any:
     x, y = ctx.test_images[idx], ctx.test_labels[idx]
     key = _key(ctx, attack, unit.seed, det, idx, "id")
     name = f"{slug(unit.spec, 40)}-{slug(det.spec(), 30)}-seed{unit.seed}"
-    got, cached, spent = _cached_attack(
+    v, check, cached, spent = _cached_attack(
         ctx, paths, key, name, len(idx),
         lambda: _attack(attack, x, y, det=det, ctx=ctx, goal="evade", seed=unit.seed))
-    v = _views(ctx, got["images"], name)
     v.labels, v.index = y, ctx.test_index[idx]
     pred = v.logits.argmax(1)
     cls = classifier_metrics(v.logits, y)
@@ -148,20 +145,19 @@ def evade_views(ctx: Context, unit: Any, paths: Paths, fitted: dict) -> Any:
     ref = SHIFTS.create(attack.reference_spec(), pixel_step=ctx.dataset["pixel_step"])
     ref_key = _key(ctx, ref, unit.seed, None, idx, "id")
     ref_name = f"{slug(ref.spec(), 40)}-subset-seed{unit.seed}"
-    ref_got, _, ref_spent = _cached_attack(
+    rv, _, _, ref_spent = _cached_attack(
         ctx, paths, ref_key, ref_name, len(idx),
         lambda: (ref(to_float01(x), y, model=ctx.model,
                      generator=torch.Generator().manual_seed(unit.seed)).detach().cpu(), None))
-    rv = _views(ctx, ref_got["images"], ref_name)
     payload = {"goal": "evade", "attack": attack, "reference": ref.spec(),
                "s_reference": _scores(det, rv), "wrong_reference": rv.logits.argmax(1) != y,
                "n_total": len(ctx.test_labels), "index": idx}
-    if got["check"] is not None:
-        cv = _views(ctx, got["check"], name + "-2x")
+    if check is not None:
+        cv = _views(ctx, check, name + "-2x")
         payload["s_check"] = _scores(det, cv)
         payload["wrong_check"] = cv.logits.argmax(1) != y
     c_in = (ctx.clean_pred == ctx.test_labels)[idx]
-    return Shifted(v, cls, None, pred == y, png_grid(got["images"]),
+    return Shifted(v, cls, None, pred == y, png_grid(v.images),
                    {"views": ctx.views_s, "shift": spent + ref_spent}, cached,
                    s_in=f.s_in[idx], c_in=c_in, adaptive=payload)
 
@@ -183,34 +179,32 @@ def ood_views(ctx: Context, unit: Any, paths: Paths, fitted: dict) -> Any:
     x = ood.images[idx]
     key = {**_key(ctx, attack, unit.seed, det, idx, "ood"), "ood": ood.meta["sha256"]}
     name = f"{slug(ood.meta['name'], 20)}-{slug(unit.attack, 30)}-{slug(det.spec(), 20)}"
-    got, cached, spent = _cached_attack(
+    v, check, cached, spent = _cached_attack(
         ctx, paths, key, name, len(idx),
         lambda: _attack(attack, x, None, det=det, ctx=ctx, goal="raise", seed=unit.seed))
-    v = _views(ctx, got["images"], name)
     before = _views(ctx, to_float01(x), name + "-clean")
     payload: dict[str, Any] = {"goal": "raise", "attack": attack, "s_before": _scores(det, before),
                                "n_total": int(ood.images.shape[0]), "index": idx}
-    if got["check"] is not None:
-        payload["s_check"] = _scores(det, _views(ctx, got["check"], name + "-2x"))
+    if check is not None:
+        payload["s_check"] = _scores(det, _views(ctx, check, name + "-2x"))
     s_in = c_in = None
     if attack.side == "both":  # the ID test images pushed toward OOD, the same n
         id_idx = subset_index(len(ctx.test_labels), attack.n, unit.seed)
         y = ctx.test_labels[id_idx]
         id_key = _key(ctx, attack, unit.seed, det, id_idx, "id-lower")
         id_name = f"id-{slug(unit.attack, 30)}-{slug(det.spec(), 20)}"
-        id_got, id_cached, id_spent = _cached_attack(
+        iv, id_check, id_cached, id_spent = _cached_attack(
             ctx, paths, id_key, id_name, len(id_idx),
             lambda: _attack(attack, ctx.test_images[id_idx], y, det=det, ctx=ctx, goal="lower",
                             seed=unit.seed))
-        iv = _views(ctx, id_got["images"], id_name)
         s_in, c_in = _scores(det, iv), iv.logits.argmax(1) == y
         payload.update(s_in_before=f.s_in[id_idx], id_index=id_idx)
-        if id_got["check"] is not None:
-            payload["s_in_check"] = _scores(det, _views(ctx, id_got["check"], id_name + "-2x"))
+        if id_check is not None:
+            payload["s_in_check"] = _scores(det, _views(ctx, id_check, id_name + "-2x"))
         spent += id_spent
         cached = cached and id_cached
     return Shifted(v, {"acc": None, "ece": None, "attack_success": None}, None, None,
-                   png_grid(got["images"]), {"views": ctx.views_s, "shift": ood.load_s + spent},
+                   png_grid(v.images), {"views": ctx.views_s, "shift": ood.load_s + spent},
                    cached, s_in=s_in, c_in=c_in, adaptive=payload)
 
 
@@ -218,20 +212,18 @@ def ood_views(ctx: Context, unit: Any, paths: Paths, fitted: dict) -> Any:
 # the record's adaptive block
 # ------------------------------------------------------------------------------------------
 def adaptive_block(payload: dict[str, Any], s_in: np.ndarray, s_out: np.ndarray,
-                   s_val: np.ndarray, wrong_out: np.ndarray | None) -> dict[str, Any]:
+                   s_val: np.ndarray, a: float) -> dict[str, Any]:
     """The honesty checks of one adaptive cell (docs/adaptive.md), from its scores.
 
-    ``s_in``/``s_out``: the cell's scored sides; ``wrong_out``: misclassified attacked images
-    (``evade``)."""
+    ``s_in``/``s_out``: the cell's scored sides; ``a``: the cell's AUROC (already computed)."""
     from bench.metrics import auroc, threshold95, undetected_success
 
     attack = payload["attack"]
     tau = threshold95(s_val)
-    a = auroc(s_in, s_out)
     out: dict[str, Any] = {
         "goal": payload["goal"], "attack": attack.spec(), "params": attack.get_params(),
         "n": int(len(payload["index"])), "n_total": payload["n_total"],
-        "subset_sha256": _u64_sha(payload["index"]), "threshold": tau, "auroc": a,
+        "subset_sha256": tensor_sha256(payload["index"].to(torch.int64)), "threshold": tau, "auroc": a,
         "steps": attack.steps, "restarts": attack.restarts, "objective": attack.objective,
         "auroc_2x_steps": None, "converged": None, "reference": None, "auroc_reference": None,
         "undetected_success_reference": None, "undetected_success_2x_steps": None,

@@ -75,7 +75,10 @@ class Unit:
     @property
     def adaptive(self) -> bool:
         """One attacked set per detector: an ``--ood-attack`` or a shift aimed at the detector."""
-        return self.attack is not None or bool(self.meta.get("needs_detector"))
+        if self.attack is not None:
+            return True
+        return self.kind == "shift" and getattr(SHIFTS.get(parse_spec(self.spec).name),
+                                                "needs_detector", False)
 
     def only(self, detectors: tuple[str, ...]) -> "Unit":
         """The same shifted set with only these detector cells."""
@@ -114,8 +117,6 @@ def shift_unit(spec: str, seed: int, detectors: tuple[str, ...], data_root: Path
             "dist": SHIFTS.dist_of(shift.name), "group": shift.group,
             "severity": getattr(shift, "severity", None), "proximity": None, "sha256": None,
             "code": cache.source_hash(type(shift))}
-    if getattr(shift, "needs_detector", False):
-        meta["needs_detector"] = True
     return Unit("shift", spec, seed, detectors, meta)
 
 
@@ -153,7 +154,7 @@ def load_ood(spec: str, seed: int, paths: Paths, *, id_shape: tuple[int, int, in
             "spec": spec if jpeg is None else f"{spec}+jpeg{jpeg}",
             "params": {**ds.get_params(), "jpeg_quality": jpeg},
             "group": "ood", "severity": None, "proximity": ds.proximity,
-            "sha256": _u8_sha(imgs), "dist": DATASETS.dist_of(name), "n": int(imgs.shape[0]),
+            "sha256": tensor_sha256(imgs), "dist": DATASETS.dist_of(name), "n": int(imgs.shape[0]),
             "code": cache.source_hash(type(ds))}
     return OodSet(meta, imgs, time.perf_counter() - t)
 
@@ -191,7 +192,7 @@ def cell_record(ctx: Context, unit: Unit, det: Any, command: str) -> dict[str, A
     """A record skeleton: config blocks, the cell's identity and its code-versioned ``cell_id``."""
     det_meta = {"name": det.name, "spec": det.spec(), "params": det.get_params(),
                 "dist": DETECTORS.dist_of(det.name)}
-    shift_meta = {k: v for k, v in unit.meta.items() if k not in ("code", "needs_detector")}
+    shift_meta = {k: v for k, v in unit.meta.items() if k != "code"}
     identity = {"schema_version": SCHEMA_VERSION, "dataset": ctx.dataset["sha256"],
                 "dataset_spec": ctx.dataset["spec"],
                 "model": {k: v for k, v in ctx.model_key.items() if k != "code"},
@@ -432,7 +433,7 @@ def _score_cell(ctx: Context, rec: dict[str, Any], f: Fitted, shifted: Shifted) 
             from bench.adaptive import adaptive_block
 
             rec["adaptive"] = adaptive_block(shifted.adaptive, si, so, sv,
-                                             None if c_out is None else ~c_out)
+                                             rec["metrics"]["auroc"])
         # a shift of the ID test images scores the same images on both sides: resample pairs
         paired = shifted.correct is not None
         rec["metrics_ci"] = {m: list(bootstrap_ci(si, so, m, n_boot=N_BOOT, seed=rec["seed"],
@@ -506,10 +507,11 @@ def jpeg_encode(images: Tensor, quality: int) -> Tensor:
     return out
 
 
-def _u8_sha(images: Tensor) -> str:
+def tensor_sha256(t: Tensor) -> str:
+    """sha256 of a CPU tensor's bytes (uint8 images, int64 positions): names its content."""
     import hashlib
 
-    return hashlib.sha256(images.contiguous().numpy().tobytes()).hexdigest()
+    return hashlib.sha256(t.contiguous().numpy().tobytes()).hexdigest()
 
 
 def _sample_index(n: int, g: torch.Generator) -> np.ndarray:
