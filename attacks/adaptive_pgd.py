@@ -22,6 +22,7 @@ from bench._lazy import F, nn, torch
 from bench.attacks._common import check_int, check_number, ieee_fp32_convs, uniform
 from bench.attacks.base import ATTACK, SHIFTS, Shift
 from bench.attacks.fgsm import EPS_BY_SEVERITY
+from bench.attacks.pgd import drop_default_alpha, resolve_alpha
 from bench.errors import BenchError
 
 if TYPE_CHECKING:
@@ -98,11 +99,7 @@ class AdaptivePGD(Shift):
                                        "pixel_step": pixel_step})
         who = self.name
         check_number(who, "eps", self.eps, 0.0, 1.0)
-        if self.alpha is None:
-            self.alpha = self.eps / 4
-        elif isinstance(self.alpha, bool) or not isinstance(self.alpha, (int, float)):
-            raise BenchError(f"{who}: alpha must be a number, got {self.alpha!r}")
-        check_number(who, "alpha", self.alpha, 0.0, 1.0)
+        resolve_alpha(self)
         check_int(who, "steps", self.steps)
         check_int(who, "restarts", self.restarts)
         check_int(who, "batch_size", self.batch_size)
@@ -122,20 +119,15 @@ class AdaptivePGD(Shift):
                              f"ID images, toward OOD), got {self.side!r}")
 
     def changed_params(self) -> dict:
-        """alpha = eps/4 is the default rule, not a choice: the short spec leaves it out."""
-        params = super().changed_params()
-        if params.get("alpha") == self.eps / 4:
-            del params["alpha"]
-        return params
+        return drop_default_alpha(self, super().changed_params())
 
     def reference_spec(self) -> str:
         """The non-adaptive ``pgd`` with the same budget, steps and start (the honesty check)."""
         from bench.registry import Spec
 
-        params = {"eps": self.eps, "steps": self.steps, "random_start": self.random_start,
-                  "batch_size": self.batch_size}
-        if self.alpha != self.eps / 4:
-            params["alpha"] = self.alpha
+        params = drop_default_alpha(self, {
+            "eps": self.eps, "steps": self.steps, "random_start": self.random_start,
+            "batch_size": self.batch_size, "alpha": self.alpha})
         return str(Spec("pgd", None, params))
 
     def apply(self, x: Tensor, y: Tensor, *, model: nn.Module | None,
@@ -167,8 +159,8 @@ class AdaptivePGD(Shift):
                 rows = slice(start, start + self.batch_size)
                 xb = x[rows].to(device)
                 yb = y[rows].to(device, torch.long) if y is not None else None
-                track = _Best(goal, xb.shape[0], device)
-                track_check = _Best(goal, xb.shape[0], device) if self.check else None
+                track = _Best(goal)
+                track_check = _Best(goal) if self.check else None
                 for r_start in starts:
                     xa = xb.clone()
                     if r_start is not None:
@@ -225,17 +217,17 @@ def _orthogonal(g: Tensor, other: Tensor) -> Tensor:
 class _Best:
     """Best iterate per image so far, by the goal's order (see :class:`AdaptivePGD`)."""
 
-    def __init__(self, goal: str, n: int, device: torch.device):
+    def __init__(self, goal: str):
         self.goal = goal
-        self.images: Tensor | None = None
-        self.score = torch.full((n,), float("nan"), dtype=torch.float64, device=device)
-        self.wrong = torch.zeros(n, dtype=torch.bool, device=device)
+        self.images: Tensor | None = None    # the first update sets all three
+        self.score: Tensor | None = None
+        self.wrong: Tensor | None = None
 
     def update(self, x: Tensor, s: Tensor, wrong: Tensor | None) -> None:
         s = s.to(torch.float64)
         if self.images is None:
             self.images, self.score = x.clone(), s.clone()
-            self.wrong = wrong.clone() if wrong is not None else self.wrong
+            self.wrong = None if wrong is None else wrong.clone()
             return
         if self.goal == "lower":
             better = s < self.score

@@ -14,6 +14,24 @@ if TYPE_CHECKING:
     from torch import Tensor
 
 
+def resolve_alpha(shift: Shift) -> None:
+    """``alpha`` defaults to ``eps / 4`` (torchattacks' 2/255 at eps 8/255); else it must be a
+    number in [0, 1]. Shared by the PGD attacks."""
+    if shift.alpha is None:
+        shift.alpha = shift.eps / 4
+    elif isinstance(shift.alpha, bool) or not isinstance(shift.alpha, (int, float)):
+        raise BenchError(f"{shift.name}: alpha must be a number, got {shift.alpha!r}")
+    check_number(shift.name, "alpha", shift.alpha, 0.0, 1.0)
+
+
+def drop_default_alpha(shift: Shift, params: dict) -> dict:
+    """``params`` without ``alpha`` when it is ``eps / 4``: the default rule, not a choice, so
+    short specs leave it out."""
+    if params.get("alpha") == shift.eps / 4:
+        params = {k: v for k, v in params.items() if k != "alpha"}
+    return params
+
+
 @SHIFTS.register("pgd")
 class PGD(Shift):
     """L-inf PGD with random start, as torchattacks ``PGD``, against the deployed classifier.
@@ -47,22 +65,14 @@ class PGD(Shift):
                                        "successful_only": successful_only,
                                        "pixel_step": pixel_step})
         check_attack_params(self)
-        if self.alpha is None:
-            self.alpha = self.eps / 4
-        elif isinstance(self.alpha, bool) or not isinstance(self.alpha, (int, float)):
-            raise BenchError(f"{self.name}: alpha must be a number, got {self.alpha!r}")
-        check_number(self.name, "alpha", self.alpha, 0.0, 1.0)
+        resolve_alpha(self)
         check_int(self.name, "steps", self.steps)
         if not isinstance(self.random_start, bool):
             raise BenchError(f"{self.name}: random_start must be True or False, "
                              f"got {self.random_start!r}")
 
     def changed_params(self) -> dict:
-        """alpha = eps/4 is the default rule, not a choice: the short spec leaves it out."""
-        params = super().changed_params()
-        if params.get("alpha") == self.eps / 4:
-            del params["alpha"]
-        return params
+        return drop_default_alpha(self, super().changed_params())
 
     def apply(self, x: Tensor, y: Tensor, *, model: nn.Module | None,
               generator: torch.Generator) -> Tensor:
