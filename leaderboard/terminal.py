@@ -101,6 +101,18 @@ def _classifier(section: Section) -> Table:
     return t
 
 
+def _text_table(heads: tuple[str, ...], body: list[list[str]], title: str | None,
+                left: tuple[str, ...]) -> Table:
+    """A table of text cells: the ``left`` columns left-aligned, the numbers right-aligned,
+    nothing wrapped."""
+    t = Table(title=title, title_justify="left")
+    for head in heads:
+        t.add_column(head, justify="left" if head in left else "right", no_wrap=True)
+    for row in body:
+        t.add_row(*row)
+    return t
+
+
 def _failure(section: Section, width: int | None = None) -> list[RenderableType]:
     """One table of every (set, detector); when wider than ``width``, one table per set, so
     labels and numbers stay whole."""
@@ -108,22 +120,14 @@ def _failure(section: Section, width: int | None = None) -> list[RenderableType]
     if not rows:
         return []
     title = "Failure detection (%): does the score flag the classifier's errors?"
-
-    def table(heads: tuple[str, ...], body: list[list[str]], name: str | None) -> Table:
-        t = Table(title=name, title_justify="left")
-        for i, head in enumerate(heads):
-            t.add_column(head, justify="right" if head in FAILURE_HEADER[2:] else "left",
-                         no_wrap=True)
-        for row in body:
-            t.add_row(*row)
-        return t
-
-    whole = table(FAILURE_HEADER, rows, title)
+    left = FAILURE_HEADER[:2]
+    whole = _text_table(FAILURE_HEADER, rows, title, left)
     if _fits(whole, width):
         return [whole, Text(FAILURE_NOTE, style="dim")]
     out: list[RenderableType] = [Text(title, style="italic")]
     for label in dict.fromkeys(r[0] for r in rows):
-        out.append(table(FAILURE_HEADER[1:], [r[1:] for r in rows if r[0] == label], label))
+        out.append(_text_table(FAILURE_HEADER[1:], [r[1:] for r in rows if r[0] == label],
+                               label, left))
     return out + [Text(FAILURE_NOTE, style="dim")]
 
 
@@ -133,30 +137,17 @@ def _robust(section: Section, width: int | None = None) -> list[RenderableType]:
     if not rows:
         return []
     title = "Attacks aimed at the detector (%)"
-
-    def table(heads: tuple[str, ...], body: list[list[str]], name: str | None) -> Table:
-        t = Table(title=name, title_justify="left")
-        for head in heads:
-            t.add_column(head, justify="left" if head in ("detector", "attack aimed at it",
-                                                          "reference", "worst AUROC")
-                         else "right", no_wrap=True)
-        for row in body:
-            t.add_row(*row)
-        return t
-
-    whole = table(ROBUST_HEADER, rows, title)
+    whole = _text_table(ROBUST_HEADER, rows, title,
+                        ("detector", "attack aimed at it", "reference", "worst AUROC"))
     if _fits(whole, width):
         return [whole, Text(ROBUST_NOTE, style="dim")]
     # narrow terminals: one small table per (detector, attack), adaptive beside its reference
     out: list[RenderableType] = [Text(title, style="italic")]
     for row, r in zip(rows, section.robust):
-        t = Table(title=f"{r.detector} · {row[1]}", title_justify="left")
-        for head in ("", "adaptive", "reference"):
-            t.add_column(head, justify="right" if head else "left", no_wrap=True)
-        t.add_row("AUROC", row[2], row[6])
-        t.add_row("Undet95", row[4], row[7])
-        t.add_row("Det95", row[3], "")
-        t.add_row("AUROC 2x steps", row[8], "")
+        t = _text_table(("", "adaptive", "reference"),
+                        [["AUROC", row[2], row[6]], ["Undet95", row[4], row[7]],
+                         ["Det95", row[3], ""], ["AUROC 2x steps", row[8], ""]],
+                        f"{r.detector} · {row[1]}", ("",))
         out += [t, Text(f"reference: {r.reference}", style="dim")]
         if row[9]:
             out.append(Text(f"worst AUROC of {r.detector}: {row[9]}"))
