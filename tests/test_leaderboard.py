@@ -475,8 +475,6 @@ def test_small_set_cells_are_marked_in_every_format(tmp_path):
     assert sec.has_small
     legend = "† fewer than 30 ID or shifted images"
     md = render(tmp_path, fmt="md")
-    row = {line.split("|")[1].strip(): line for line in md.splitlines()
-           if line.startswith("| msp ") or line.startswith("| energy ")}
     assert legend in md
     for det in ("msp", "energy"):
         v_c = f"{100 * recs[(det, 'cifar100')]['metrics']['auroc']:.1f}"
