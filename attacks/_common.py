@@ -6,7 +6,8 @@ Private module (not auto-registered): the registry imports every public module o
 from __future__ import annotations
 
 import contextlib
-from typing import TYPE_CHECKING, Callable, Iterator
+import hashlib
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from bench import progress
 from bench._lazy import F, nn, torch
@@ -17,8 +18,71 @@ if TYPE_CHECKING:
     from torch import Tensor
 
 
+class KeyedRng:
+    """Random draws keyed by (seed, image index): image i's values depend on the seed, its
+    position ``index[i]`` in its source split, the draw's number within the shift and the
+    part it belongs to, never on which other images share its batch, on the batch size, on
+    DataLoader workers or on the device.
+
+    Shifts of sets read batch by batch (``imagefolder:``) get one per batch where in-memory
+    sets get one ``torch.Generator`` for the whole set. Each draw seeds one CPU generator per
+    image from a 63-bit BLAKE2b hash of (seed, part, draw number, index): values are drawn in
+    float32 on the CPU, as with a whole-set generator."""
+
+    device = property(lambda self: torch.device("cpu"))
+
+    def __init__(self, seed: int, index: Any, part: str = ""):
+        self.seed = int(seed)
+        self.index = [int(i) for i in torch.as_tensor(index).reshape(-1)]
+        self.part = part
+        self.draws = 0
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def _key(self, *what: object) -> int:
+        text = "\0".join(map(str, (self.seed, self.part, *what))).encode()
+        return int.from_bytes(hashlib.blake2b(text, digest_size=8).digest(), "big") >> 1
+
+    def generators(self) -> list[torch.Generator]:
+        """One fresh CPU generator per image for the next draw."""
+        draw, self.draws = self.draws, self.draws + 1
+        return [torch.Generator().manual_seed(self._key(draw, i)) for i in self.index]
+
+    def take(self, rows: Any, part: object) -> "KeyedRng":
+        """The images at ``rows`` for a named part (``mix``'s k-th shift): its draws do not
+        depend on which other parts had images in this batch."""
+        return KeyedRng(self.seed, torch.as_tensor(self.index)[torch.as_tensor(rows).cpu()],
+                        f"{self.part}/{part}")
+
+    def batch_seed(self) -> int:
+        """One seed for a library that draws from a global RNG over a whole batch (torchattacks):
+        reproducible for a given batch, not across batch sizes."""
+        draw, self.draws = self.draws, self.draws + 1
+        return self._key(draw, "batch", *self.index)
+
+
+def _per_image(shape: Any, generator: KeyedRng, draw: Callable[..., Tensor]) -> Tensor:
+    shape = tuple(shape)
+    if not shape or shape[0] != len(generator):
+        raise ValueError(f"keyed draws need one row per image: shape {shape} for "
+                         f"{len(generator)} images")
+    gens = generator.generators()
+    if not gens:
+        return torch.empty(shape, dtype=torch.float32)
+    return torch.stack([draw(shape[1:], g) for g in gens])
+
+
+def part_generator(generator: Any, rows: Tensor, part: int) -> Any:
+    """What a part of a composite shift (``mix``) draws from: the same ``torch.Generator``
+    (METHODS.md §5, whole sets), or the keyed draws of its images."""
+    return generator.take(rows, part) if isinstance(generator, KeyedRng) else generator
+
+
 def cpu_generator(generator: torch.Generator) -> torch.Generator:
     """The passed generator, checked: random draws come from a CPU generator (METHODS.md §5)."""
+    if isinstance(generator, KeyedRng):
+        return generator
     if not isinstance(generator, torch.Generator):
         raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
     if generator.device.type != "cpu":
@@ -33,22 +97,39 @@ def rand(shape: torch.Size | tuple[int, ...], generator: torch.Generator, *,
     """U[0,1) float32 of ``shape`` drawn on the CPU, then moved to ``device``.
 
     Drawing on the CPU over the whole set in one call makes the values independent of the
-    device and of any later batching.
+    device and of any later batching; a :class:`KeyedRng` draws each image's values apart.
     """
+    if isinstance(generator, KeyedRng):
+        return _per_image(shape, generator,
+                          lambda s, g: torch.rand(s, generator=g, dtype=torch.float32)).to(device)
     return torch.rand(shape, generator=cpu_generator(generator), dtype=torch.float32).to(device)
 
 
 def randn(shape: torch.Size | tuple[int, ...], generator: torch.Generator, *,
           device: torch.device) -> Tensor:
     """N(0,1) float32 of ``shape`` drawn on the CPU, then moved to ``device``."""
+    if isinstance(generator, KeyedRng):
+        return _per_image(shape, generator,
+                          lambda s, g: torch.randn(s, generator=g, dtype=torch.float32)).to(device)
     return torch.randn(shape, generator=cpu_generator(generator), dtype=torch.float32).to(device)
 
 
 def uniform(shape: torch.Size | tuple[int, ...], lo: float, hi: float,
             generator: torch.Generator, *, device: torch.device) -> Tensor:
     """U[lo, hi) float32 drawn on the CPU with ``Tensor.uniform_`` (as torchattacks' PGD start)."""
+    if isinstance(generator, KeyedRng):
+        return _per_image(shape, generator, lambda s, g: torch.empty(s, dtype=torch.float32)
+                          .uniform_(lo, hi, generator=g)).to(device)
     t = torch.empty(shape, dtype=torch.float32)
     return t.uniform_(lo, hi, generator=cpu_generator(generator)).to(device)
+
+
+def randint(low: int, high: int, n: int, generator: Any) -> Tensor:
+    """(n,) int64 uniform on [low, high) from the CPU generator (or one keyed draw per image)."""
+    if isinstance(generator, KeyedRng):
+        return _per_image((n,), generator, lambda s, g: torch.randint(
+            low, high, (1,), generator=g, dtype=torch.int64)[0])
+    return torch.randint(low, high, (n,), generator=cpu_generator(generator), dtype=torch.int64)
 
 
 def check_number(shift: str, param: str, value: float, lo: float, hi: float) -> None:

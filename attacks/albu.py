@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from bench._lazy import nn, torch
+from bench.attacks._common import randint
 from bench.attacks.base import CORRUPTION, SHIFTS, Shift
 from bench.errors import BenchError, did_you_mean
 
@@ -102,7 +103,7 @@ class Albu(Shift):
     def apply(self, x: Tensor, y: Tensor, *, model: nn.Module | None,
               generator: torch.Generator) -> Tensor:
         n, c, h, w = x.shape
-        seeds = torch.randint(0, 2**31 - 1, (n,), generator=generator, dtype=torch.int64).tolist()
+        seeds = randint(0, 2**31 - 1, n, generator).tolist()
         images = x.detach().to("cpu", torch.float32).permute(0, 2, 3, 1).contiguous().numpy()
         out = np.empty_like(images)
         t = self._transform

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, ClassVar
 
 from bench._lazy import nn, torch
-from bench.attacks._common import check_int, cpu_generator
+from bench.attacks._common import check_int, part_generator, randint
 from bench.attacks.base import ANOMALY_MIX, SHIFTS, Shift
 from bench.attacks.brightness_contrast import BrightnessContrast
 from bench.attacks.fgsm import FGSM
@@ -51,12 +51,13 @@ class Mix(Shift):
     def apply(self, x: Tensor, y: Tensor, *, model: nn.Module | None,
               generator: torch.Generator) -> Tensor:
         parts = self.part_shifts()
-        k = torch.randint(0, len(parts), (x.shape[0],), generator=cpu_generator(generator))
+        k = randint(0, len(parts), x.shape[0], generator)
         out = x.clone()
         for i, part in enumerate(parts):
             idx = torch.nonzero(k == i).squeeze(1)
             if idx.numel() == 0:
                 continue  # nothing to draw for an empty part; later parts stay deterministic
             idx_x = idx.to(x.device)
-            out[idx_x] = part(x[idx_x], y[idx.to(y.device)], model=model, generator=generator)
+            out[idx_x] = part(x[idx_x], y[idx.to(y.device)], model=model,
+                              generator=part_generator(generator, idx, i))
         return out

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Iterator
 import numpy as np
 
 from bench._lazy import nn, torch
+from bench.attacks._common import KeyedRng
 from bench.attacks.base import ATTACK, SHIFTS, Shift
 from bench.errors import BenchError, did_you_mean
 from bench.models.base import model_device
@@ -127,7 +128,8 @@ class TorchAttack(Shift):
         except (TypeError, ValueError) as exc:
             raise BenchError(f"torchattacks:{self.arg}: bad parameters: {exc}") from None
         device = model_device(model)
-        seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+        seed = (generator.batch_seed() if isinstance(generator, KeyedRng)
+                else int(torch.randint(0, 2**62, (1,), generator=generator)))
         out = []
         with seeded_global_rngs(seed, device):
             for start in range(0, x.shape[0], self.batch_size):

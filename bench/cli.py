@@ -133,11 +133,14 @@ def run(
         "clean SET); side=both also pushes the ID test images toward 'OOD'. n= attacks a seeded "
         "subset. Example: --ood mnist --ood-attack 'adaptive_pgd(eps=8/255,n=1000)'")] = [],
     dataset: Annotated[str, typer.Option(
-        help="ID dataset. Example: --dataset cifar10 (default: the embedded scikit-learn digits)")]
-        = "digits",
+        help="ID dataset; imagefolder:ROOT streams ROOT/train and ROOT/val (ImageNet layout) "
+             "batch by batch. Example: --dataset cifar10 (default: the embedded scikit-learn "
+             "digits)")] = "digits",
     model: Annotated[Optional[str], typer.Option(
-        help="Classifier architecture spec (default: cnn for digits, resnet20 for cifar10). "
-             "Example: --model resnet56")] = None,
+        help="Classifier architecture spec (default: cnn for digits, resnet20 for cifar10); "
+             "torchvision:NAME(weights=FILE) and timm:NAME(checkpoint=FILE) load library models "
+             "with their own preprocessing. Example: --model resnet56 or --model "
+             "'torchvision:resnet18(weights=r18.pt)'")] = None,
     weights: Annotated[Optional[str], typer.Option(
         help="Checkpoint file (its sha256 goes into every record) or zoo name. "
              "Example: --weights ../shared/data/weights/akamaster/resnet20-12fca82f.th")] = None,
@@ -166,6 +169,13 @@ def run(
     device: Annotated[str, typer.Option(help="auto, cpu or cuda. Example: --device cpu")] = "auto",
     batch_size: Annotated[int, typer.Option(help="Images per forward pass. Example: --batch-size 512")]
         = 256,
+    workers: Annotated[int, typer.Option(
+        help="DataLoader processes decoding images of file-based sets (imagefolder:); 0 decodes "
+             "in this process. Results do not depend on it. Example: --workers 8")] = 2,
+    precision: Annotated[str, typer.Option(
+        help="dtype of the classifier's forward pass for logits and features: fp32, bf16 or "
+             "fp16 (autocast; attacks and scores stay float32/float64). Example: --precision "
+             "bf16")] = "fp32",
     out_dir: Annotated[Path, typer.Option("--out", help="Results folder (one JSON record per cell). "
                                                         "Example: --out results/")] = Path("results"),
     as_json: Annotated[bool, typer.Option("--json", help="Print the records as JSON lines on stdout "
@@ -207,7 +217,7 @@ def run(
         severities=_ints(severities, "--severities"),
         model_seed=model_seed, split_seed=split_seed,
         device=device, batch_size=batch_size, out=out_dir, force=force, refit=refit,
-        ood_jpeg=ood_jpeg, plugins=list(plugin),
+        ood_jpeg=ood_jpeg, plugins=list(plugin), workers=workers, precision=precision,
         command="bench " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
     runner = make_executor(executor, address=ray_address, threads=threads_per_worker)
     with _progress() as prog, progress.use(prog):

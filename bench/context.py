@@ -45,6 +45,18 @@ class Context:
     keep_images: bool            # some detector needs pixels
     views_s: float               # seconds the ID views took (records' timings.views)
     out_dir: Path                # this (dataset, model, weights)'s records folder
+    workers: int = 0             # DataLoader processes decoding file-based sets
+    precision: str = "fp32"      # dtype of the forward pass for views (autocast)
+
+    @property
+    def streams(self) -> bool:
+        """The ID test images are files decoded batch by batch (``imagefolder:``)."""
+        return not isinstance(self.test_images, torch.Tensor)
+
+    def view_opts(self) -> dict[str, Any]:
+        """Keyword arguments of :func:`bench.views.cached_views` / ``forward_views``."""
+        return {"batch_size": self.batch_size, "device": self.device, "workers": self.workers,
+                "precision": self.precision}
 
 
 @dataclass(frozen=True)
@@ -55,6 +67,8 @@ class IdData:
     test_full: Any
     val_idx: Tensor
     test_idx: Tensor
+    #: the geometric preprocessing of file-based sets (None: in-memory sets)
+    preprocess: Any = None
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -89,8 +103,15 @@ def environment(device: str) -> dict[str, Any]:
 def load_id_data(plan: Plan, paths: Paths) -> IdData:
     """The ID dataset's train and test splits, and the val/test split of the latter."""
     from bench.datasets.base import LoadContext, load_set, split_val_test
+    from bench.registry import MODELS, parse_spec
 
-    ctx = LoadContext(data_root=paths.data_root, download=plan.download, seed=0, cwd=paths.cwd)
+    # file-based sets take the classifier's own preprocessing (torchvision:, timm: models)
+    preprocess = None
+    if plan.streams:
+        arch = MODELS.create(parse_spec(plan.model))
+        preprocess = arch.preprocess() if hasattr(arch, "preprocess") else None
+    ctx = LoadContext(data_root=paths.data_root, download=plan.download, seed=0, cwd=paths.cwd,
+                      preprocess=preprocess)
     with progress.task(f"loading {plan.dataset}", None):
         _, train = load_set(plan.dataset, "train", ctx)
         _, test_full = load_set(plan.dataset, "test", ctx)
@@ -98,7 +119,8 @@ def load_id_data(plan: Plan, paths: Paths) -> IdData:
         raise BenchError(f"{plan.dataset}: the ID dataset needs labels")
     val_idx, test_idx = (torch.as_tensor(i, dtype=torch.long)
                          for i in split_val_test(test_full.labels, plan.split_seed))
-    return IdData(train, test_full, val_idx, test_idx)
+    return IdData(train, test_full, val_idx, test_idx,
+                  train.images.preprocess if train.streams else None)
 
 
 def build_context(plan: Plan, paths: Paths, data: IdData,
@@ -118,7 +140,7 @@ def build_context(plan: Plan, paths: Paths, data: IdData,
     model, info = load_classifier(
         plan.model, num_classes=num_classes, in_channels=c, image_size=h,
         dataset=plan.dataset_name, weights=plan.weights, norm=plan.norm, device=device,
-        train_set=train, seed=plan.model_seed, home=paths.home)
+        train_set=train, seed=plan.model_seed, home=paths.home, download=plan.download)
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
@@ -127,13 +149,19 @@ def build_context(plan: Plan, paths: Paths, data: IdData,
                  # cached features also depend on the network's code, not only on its weights
                  "code": cache.config_hash([cache.source_hash(type(model)),
                                             cache.source_hash(type(model.net))])}
+    # keys added only when they say something, so the caches of earlier runs stay valid
+    if info.get("library"):
+        model_key["library"] = info["library"]
+    if plan.precision != "fp32":
+        model_key["precision"] = plan.precision
 
     t = time.perf_counter()
     views_dir = cache.cache_dir("views", paths.home)
 
     def views(images: Tensor, name: str, key: dict[str, Any], labels: Tensor) -> Views:
         v, _ = cached_views(model, images, name=name, key=key, model_key=model_key,
-                            cache_dir=views_dir, batch_size=plan.batch_size, device=device)
+                            cache_dir=views_dir, batch_size=plan.batch_size, device=device,
+                            workers=plan.workers, precision=plan.precision)
         v.labels, v.model, v.index = labels, model, torch.arange(images.shape[0])
         return v
 
@@ -170,7 +198,7 @@ def build_context(plan: Plan, paths: Paths, data: IdData,
         test_labels=test_full.labels[test_idx], test_index=test_idx,
         clean_pred=test_v.logits.argmax(1), clean=clean, env=environment(str(device)),
         device=str(device), batch_size=plan.batch_size, keep_images=plan.keep_images,
-        views_s=views_s, out_dir=out_dir)
+        views_s=views_s, out_dir=out_dir, workers=plan.workers, precision=plan.precision)
     return context, IdViews(fit=fit_v, val=val_v, test=test_v)
 
 

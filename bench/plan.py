@@ -57,6 +57,10 @@ class RunConfig:
     model_seed: int = 0
     #: random_state of the val/test split of the ID test set (METHODS.md §1 uses 0)
     split_seed: int = 0
+    #: DataLoader worker processes decoding file-based sets (``imagefolder:``)
+    workers: int = 2
+    #: dtype of the classifier's forward pass for views: fp32, bf16 or fp16 (autocast)
+    precision: str = "fp32"
 
 
 @dataclass(frozen=True)
@@ -116,6 +120,10 @@ class Plan:
     command: str
     #: union of what the detectors declare they need (adapters declare it per instance)
     needs: frozenset[str]
+    workers: int = 2
+    precision: str = "fp32"
+    #: the ID dataset is read from files batch by batch (``imagefolder:``)
+    streams: bool = False
 
     @property
     def keep_images(self) -> bool:
@@ -180,6 +188,14 @@ def make_plan(cfg: RunConfig, paths: Paths, plugins: list[str] | None = None) ->
     seeds = check_seeds(list(cfg.seeds))
     check_seed(cfg.model_seed, "--model-seed")
     check_seed(cfg.split_seed, "--split-seed")
+    if isinstance(cfg.workers, bool) or not isinstance(cfg.workers, int) or cfg.workers < 0:
+        raise BenchError(f"--workers must be an integer >= 0 (0: decode in this process), got "
+                         f"{cfg.workers!r}")
+    from bench.views import PRECISIONS
+
+    if cfg.precision not in PRECISIONS:
+        raise BenchError(f"--precision must be one of {', '.join(PRECISIONS)}, got "
+                         f"{cfg.precision!r}")
     if cfg.ood_jpeg is not None and not 1 <= cfg.ood_jpeg <= 100:
         raise BenchError(f"--ood-jpeg must be a JPEG quality 1..100, got {cfg.ood_jpeg}")
 
@@ -192,6 +208,7 @@ def make_plan(cfg: RunConfig, paths: Paths, plugins: list[str] | None = None) ->
     if model is None:
         raise BenchError(f"no default model for dataset {cfg.dataset!r}: pass --model")
     MODELS.create(parse_spec(model))  # the name and parameters, validated now
+    streams = bool(getattr(ds_cls, "streams", False))
 
     # specs first: a typo fails in a second, not after the feature pass
     detectors = _expand(cfg.detectors, DETECTORS, severities=None)
@@ -207,6 +224,11 @@ def make_plan(cfg: RunConfig, paths: Paths, plugins: list[str] | None = None) ->
             raise BenchError(f"{s}: a detector's seed comes from --seeds, not from its spec")
         det = DETECTORS.create(s, device="cpu")  # validates parameters; the device comes later
         needs |= set(det.needs)
+    if streams and "images" in needs:
+        which = [s for s in detectors if "images" in DETECTORS.create(s, device="cpu").needs]
+        raise BenchError(f"{', '.join(which)} need every image in memory (they train or score on "
+                         f"pixels); {cfg.dataset} is read from files batch by batch: use "
+                         f"detectors on logits and features (msp, energy, mahalanobis, zhou)")
     for s in shifts:
         SHIFTS.create(s, data_root=paths.data_root, pixel_step=ds_cls.pixel_step)
         check_adaptive_spec(s, "--attack")
@@ -214,6 +236,12 @@ def make_plan(cfg: RunConfig, paths: Paths, plugins: list[str] | None = None) ->
     for s in ood_attacks:
         check_adaptive_spec(s, "--ood-attack")
         SHIFTS.create(s, data_root=paths.data_root, pixel_step=ds_cls.pixel_step)
+    adaptive = [s for s in shifts if getattr(SHIFTS.get(parse_spec(s).name), "needs_detector",
+                                             False)] + ood_attacks
+    if streams and adaptive:
+        raise BenchError(f"{adaptive[0]}: attacks aimed at the detector keep the attacked images "
+                         f"in memory; {cfg.dataset} is read from files batch by batch (use an "
+                         f"in-memory dataset, or fgsm/pgd)")
     if ood_attacks and not ood:
         raise BenchError("--ood-attack attacks the OOD sets: give them with --ood (e.g. --ood "
                          "mnist)")
@@ -225,7 +253,8 @@ def make_plan(cfg: RunConfig, paths: Paths, plugins: list[str] | None = None) ->
                 ood=tuple(ood), ood_attacks=tuple(ood_attacks), seeds=seeds, model_seed=cfg.model_seed,
                 split_seed=cfg.split_seed, pixel_step=ds_cls.pixel_step, ood_jpeg=cfg.ood_jpeg,
                 force=cfg.force,
-                refit=cfg.refit, plugins=plugins, command=cfg.command, needs=frozenset(needs))
+                refit=cfg.refit, plugins=plugins, command=cfg.command, needs=frozenset(needs),
+                workers=cfg.workers, precision=cfg.precision, streams=streams)
 
 
 def check_adaptive_spec(spec: str, option: str) -> None:

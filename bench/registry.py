@@ -104,6 +104,19 @@ def _literal(node: ast.AST, text: str) -> Any:
 
 
 _NAME = re.compile(r"[A-Za-z_][\w\-]*")
+#: an unquoted value that looks like a file path (``weights=models/r18.pt``, ``~/w.pt``)
+_PATH_VALUE = re.compile(r"(=\s*)([~./\w\-+]+)(?=\s*(?:,|$))")
+
+
+def _quote_path(m: re.Match[str]) -> str:
+    tok = m.group(2)
+    # digits-only values stay numbers (eps=8/255, 1..3 sweeps); 1e-3 parses as a float
+    if ("/" in tok or "." in tok or tok.startswith("~")) and re.search(r"[A-Za-z~_]", tok):
+        try:
+            float(tok)
+        except ValueError:
+            return m.group(1) + repr(tok)
+    return m.group(0)
 
 
 def parse_spec(text: str) -> Spec:
@@ -123,6 +136,7 @@ def parse_spec(text: str) -> Spec:
         if open_at <= 0:
             raise BenchError(f"malformed spec {text!r}: unbalanced parentheses")
         head, body = s[:open_at].strip(), s[open_at + 1:-1]
+        body = _PATH_VALUE.sub(_quote_path, body)
         body = re.sub(r"(-?\d+)\s*\.\.\s*(-?\d+)", r"__sweep__(\1, \2)", body)
         try:
             call = ast.parse(f"f({body})", mode="eval").body

@@ -80,7 +80,8 @@ def run(cfg: RunConfig, console: Any = None,
     data = load_id_data(plan, paths)
     # OOD sets load now: a missing or empty set is a usage error before any work is done
     oods = {(spec, seed): load_ood(spec, seed, paths, id_shape=data.shape, n_id_test=data.n_test,
-                                   download=plan.download, jpeg=plan.ood_jpeg)
+                                   download=plan.download, jpeg=plan.ood_jpeg,
+                                   preprocess=data.preprocess)
             for seed in plan.seeds for spec in plan.ood}
     ctx, id_views = build_context(plan, paths, data, say)
     check_dir_writable(ctx.out_dir, "results folder", "--out")  # its name needs the model

@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -35,6 +35,7 @@ from bench.fit import Fitted, checked_scores, make_detector
 from bench.plan import Paths, slug
 from bench.registry import DATASETS, DETECTORS, SHIFTS, parse_spec
 from bench.results import SCHEMA, SCHEMA_VERSION, read_record, write_record
+from bench.datasets._stream import first_images
 from bench.views import (Views, cached_views, forward_views, load_views, store_views,
                          to_float01, views_entry)
 
@@ -51,7 +52,7 @@ class OodSet:
     """An OOD set loaded and resized to the ID format, with the records' shift block."""
 
     meta: dict[str, Any]
-    images: Tensor          # (N, C, H, W) uint8
+    images: Any             # (N, C, H, W) uint8 tensor, or FileImages (decoded per batch)
     load_s: float
 
 
@@ -137,24 +138,36 @@ def attacked_ood_unit(ood: OodSet, attack_spec: str, seed: int, detectors: tuple
 
 
 def load_ood(spec: str, seed: int, paths: Paths, *, id_shape: tuple[int, int, int],
-             n_id_test: int, download: bool, jpeg: int | None) -> OodSet:
+             n_id_test: int, download: bool, jpeg: int | None, preprocess: Any = None) -> OodSet:
     """OOD set ``spec`` resized to the ID format ``id_shape`` (and JPEG-encoded if asked), with
-    its meta. Generated sets (gaussian, uniform) draw ``n_id_test`` images with ``seed``."""
+    its meta. Generated sets (gaussian, uniform) draw ``n_id_test`` images with ``seed``.
+    File-based sets (``imagefolder:``) stay files, read with the ID run's ``preprocess``."""
     from bench.datasets.base import LoadContext, load_set, resize_to
 
     t = time.perf_counter()
     octx = LoadContext(data_root=paths.data_root, download=download, seed=seed,
-                       id_shape=id_shape, n_id_test=n_id_test, cwd=paths.cwd)
+                       id_shape=id_shape, n_id_test=n_id_test, cwd=paths.cwd,
+                       preprocess=preprocess)
     ds, oset = load_set(spec, "test", octx)
-    imgs = resize_to(oset.images, id_shape)
-    if jpeg is not None:
-        imgs = jpeg_encode(imgs, jpeg)
+    if oset.streams:
+        if jpeg is not None:
+            raise BenchError(f"--ood-jpeg re-encodes images held in memory; {spec} is read from "
+                             f"files batch by batch: drop --ood-jpeg")
+        if tuple(oset.shape) != tuple(id_shape):
+            raise BenchError(f"{spec}: its preprocessing gives {oset.shape} images, the ID set "
+                             f"{id_shape}: drop its resize=/crop= or match them")
+        imgs, sha = oset.images, oset.images.digest()
+    else:
+        imgs = resize_to(oset.images, id_shape)
+        if jpeg is not None:
+            imgs = jpeg_encode(imgs, jpeg)
+        sha = tensor_sha256(imgs)
     name = parse_spec(spec).name
     meta = {"name": (oset.name or name) + ("" if jpeg is None else f"+jpeg{jpeg}"),
             "spec": spec if jpeg is None else f"{spec}+jpeg{jpeg}",
             "params": {**ds.get_params(), "jpeg_quality": jpeg},
             "group": "ood", "severity": None, "proximity": ds.proximity,
-            "sha256": tensor_sha256(imgs), "dist": DATASETS.dist_of(name), "n": int(imgs.shape[0]),
+            "sha256": sha, "dist": DATASETS.dist_of(name), "n": int(imgs.shape[0]),
             "code": cache.source_hash(type(ds))}
     return OodSet(meta, imgs, time.perf_counter() - t)
 
@@ -341,18 +354,19 @@ def _shifted_views(ctx: Context, unit: Unit, paths: Paths,
     views_dir = cache.cache_dir("views", paths.home)
     if unit.kind == "clean":
         return Shifted(None, {**ctx.clean, "attack_success": None}, None,
-                       ctx.clean_pred == ctx.test_labels, png_grid(ctx.test_images),
+                       ctx.clean_pred == ctx.test_labels, png_grid(first_images(ctx.test_images)),
                        {"views": ctx.views_s, "shift": 0.0}, None)
     if unit.kind == "ood":
         ood = unit.ood
         v, cached = cached_views(
             ctx.model, ood.images, name=f"ood-{slug(unit.meta['name'], 30)}",
             key={"ood": unit.meta["sha256"]}, model_key=ctx.model_key, cache_dir=views_dir,
-            batch_size=ctx.batch_size, device=ctx.device)
+            **ctx.view_opts())
         v.images = ood.images if ctx.keep_images else None
         v.model = ctx.model
         return Shifted(v, {"acc": None, "ece": None, "attack_success": None}, None, None,
-                       png_grid(ood.images), {"views": ctx.views_s, "shift": ood.load_s}, cached)
+                       png_grid(first_images(ood.images)),
+                       {"views": ctx.views_s, "shift": ood.load_s}, cached)
 
     # the shifted set is named by what produces it: a cache hit runs no shift, no forward pass
     shift = SHIFTS.create(unit.spec, data_root=paths.data_root,
@@ -361,12 +375,19 @@ def _shifted_views(ctx: Context, unit: Unit, paths: Paths,
     key = {"shift": unit.meta["spec"], "params": unit.meta["params"], "seed": unit.seed,
            "code": unit.meta["code"], "data": ctx.dataset["sha256"]["test"],
            "split": ["METHODS-1", ctx.dataset["split_seed"]]}
+    if ctx.streams:  # shifted batch by batch with draws keyed by (seed, image index)
+        key["rng"] = "keyed"
     path, full_key = views_entry(views_dir, name, key, ctx.model_key)
     hit = load_views(path, full_key, name, len(ctx.test_labels))
     # an entry stored by a run whose detectors needed no pixels cannot serve one that does
     cached = hit is not None and (not ctx.keep_images or hit[1].get("images") is not None)
     if cached:
         v, extra = hit
+    elif ctx.streams:
+        t = time.perf_counter()
+        v, png = stream_shift(ctx, shift, unit.seed, name)
+        extra = {"shift_s": time.perf_counter() - t, "png": png, "images": None}
+        store_views(path, full_key, v, extra)
     else:
         g = torch.Generator().manual_seed(unit.seed)  # a fresh generator per shift (METHODS.md §5)
         t = time.perf_counter()
@@ -376,7 +397,7 @@ def _shifted_views(ctx: Context, unit: Unit, paths: Paths,
                        index=ctx.test_index).detach().cpu()
         extra = {"shift_s": time.perf_counter() - t, "png": png_grid(xs),
                  "images": xs if ctx.keep_images else None}
-        v = forward_views(ctx.model, xs, name=name, batch_size=ctx.batch_size, device=ctx.device)
+        v = forward_views(ctx.model, xs, name=name, **ctx.view_opts())
         store_views(path, full_key, v, extra)
     y = ctx.test_labels
     v.labels, v.index, v.model = y, ctx.test_index, ctx.model
@@ -388,6 +409,41 @@ def _shifted_views(ctx: Context, unit: Unit, paths: Paths,
     keep = ((ctx.clean_pred == y) & (pred != y)) if shift.successful_only else None
     timings = {"views": ctx.views_s, "shift": 0.0 if cached else extra["shift_s"]}
     return Shifted(v, cls, keep, pred == y, extra.get("png"), timings, cached)
+
+
+def shifted_batches(ctx: Context, shift: Any, seed: int) -> Iterator[tuple[slice, Tensor]]:
+    """``(rows, shifted float images on the device)`` of the ID test images, read and shifted
+    batch by batch. Random draws are keyed by (seed, image index) (:class:`KeyedRng`), so the
+    images do not depend on ``--batch-size``, ``--workers`` or the device."""
+    from bench.attacks._common import KeyedRng
+    from bench.datasets._stream import image_batches
+
+    dev = torch.device(ctx.device)
+    for start, batch in image_batches(ctx.test_images, ctx.batch_size, workers=ctx.workers,
+                                      pin_memory=dev.type == "cuda"):
+        rows = slice(start, start + batch.shape[0])
+        index = ctx.test_index[rows]
+        x = to_float01(batch.to(dev, non_blocking=True))
+        yield rows, shift(x, ctx.test_labels[rows].to(dev),
+                          model=ctx.model if shift.needs_model else None,
+                          generator=KeyedRng(seed, index), index=index).detach()
+
+
+def stream_shift(ctx: Context, shift: Any, seed: int, name: str) -> tuple[Views, str | None]:
+    """Views of the shifted ID test images (:func:`shifted_batches`), one batch in memory."""
+    from bench.views import forward_context
+
+    logits, feats, png = [], [], None
+    with progress.task(f"shift + features: {name}", len(ctx.test_labels)) as bar:
+        for rows, xs in shifted_batches(ctx, shift, seed):
+            if png is None:
+                png = png_grid(xs.cpu())
+            with torch.no_grad(), forward_context(ctx.device, ctx.precision):
+                z, f = ctx.model.forward_features(xs)
+            logits.append(z.double().cpu())
+            feats.append(f.double().cpu())
+            bar.advance(xs.shape[0])
+    return Views(name=name, logits=torch.cat(logits), features=torch.cat(feats)), png
 
 
 def _score_cell(ctx: Context, rec: dict[str, Any], f: Fitted, shifted: Shifted) -> None:

@@ -57,16 +57,40 @@ class Views:
                        images=take(self.images), index=take(self.index))
 
 
-def compute_views(model: "Classifier", images: Tensor, *, name: str, labels: Tensor | None = None,
+#: ``--precision``: the dtype of the classifier's forward pass when computing views
+PRECISIONS = {"fp32": None, "bf16": "bfloat16", "fp16": "float16"}
+
+
+def forward_context(device: torch.device | str, precision: str = "fp32") -> Any:
+    """``torch.autocast`` for ``precision`` (bf16/fp16) on ``device``; a no-op for fp32."""
+    import contextlib
+
+    dtype = PRECISIONS[precision]
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(torch.device(device).type, dtype=getattr(torch, dtype))
+
+
+def compute_views(model: "Classifier", images: Any, *, name: str, labels: Tensor | None = None,
                   batch_size: int = 256, device: torch.device | str = "cpu",
                   keep_images: bool = False, index: Tensor | None = None,
-                  progress: Callable[[int], None] | None = None) -> Views:
-    """One forward pass over ``images`` in batches: float64 logits and penultimate features."""
-    with torch.no_grad():
+                  progress: Callable[[int], None] | None = None, workers: int = 0,
+                  precision: str = "fp32") -> Views:
+    """One forward pass over ``images`` in batches: float64 logits and penultimate features.
+
+    ``images``: a uint8 tensor, or FileImages decoded by ``workers`` DataLoader processes.
+    uint8 batches go to the device as they are (4x fewer bytes than float), pinned and
+    non-blocking on CUDA. ``precision`` bf16/fp16 runs the forward pass under autocast; the
+    views are stored as float64 all the same (METHODS.md §0)."""
+    from bench.datasets._stream import image_batches
+
+    dev = torch.device(device)
+    with torch.no_grad(), forward_context(dev, precision):
         model.eval()
         logits, feats = [], []
-        for start in range(0, images.shape[0], batch_size):
-            x = to_float01(images[start:start + batch_size]).to(device)
+        for _, batch in image_batches(images, batch_size, workers=workers,
+                                      pin_memory=dev.type == "cuda"):
+            x = to_float01(batch.to(dev, non_blocking=True))
             z, f = model.forward_features(x)
             logits.append(z.double().cpu())
             feats.append(f.double().cpu())
@@ -110,25 +134,27 @@ def store_views(path: Path, full_key: str, views: Views, extra: dict[str, Any] |
                                  "extra": extra or {}})
 
 
-def forward_views(model: "Classifier", images: Tensor, *, name: str, batch_size: int,
-                  device: torch.device | str) -> Views:
+def forward_views(model: "Classifier", images: Any, *, name: str, batch_size: int,
+                  device: torch.device | str, workers: int = 0, precision: str = "fp32") -> Views:
     """:func:`compute_views` with a progress bar."""
     from bench import progress
 
     with progress.task(f"features: {name}", images.shape[0]) as t:
         return compute_views(model, images, name=name, batch_size=batch_size, device=device,
-                             progress=t.advance)
+                             progress=t.advance, workers=workers, precision=precision)
 
 
-def cached_views(model: "Classifier", images: Tensor, *, name: str, key: dict[str, Any],
+def cached_views(model: "Classifier", images: Any, *, name: str, key: dict[str, Any],
                  model_key: dict[str, Any], cache_dir: Path, batch_size: int,
-                 device: torch.device | str) -> tuple[Views, bool]:
+                 device: torch.device | str, workers: int = 0,
+                 precision: str = "fp32") -> tuple[Views, bool]:
     """Views of ``images`` (named by content in ``key``) from the cache, else one forward pass,
     stored. The second value says whether they came from the cache."""
     path, full_key = views_entry(cache_dir, name, key, model_key)
     hit = load_views(path, full_key, name, images.shape[0])
     if hit is not None:
         return hit[0], True
-    v = forward_views(model, images, name=name, batch_size=batch_size, device=device)
+    v = forward_views(model, images, name=name, batch_size=batch_size, device=device,
+                      workers=workers, precision=precision)
     store_views(path, full_key, v)
     return v, False

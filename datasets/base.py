@@ -23,7 +23,10 @@ PROXIMITIES = ("near", "far")
 
 @dataclass
 class ImageSet:
-    """Images as uint8 (N, C, H, W), labels (N,) int64 or None, and where they came from."""
+    """Images as uint8 (N, C, H, W), labels (N,) int64 or None, and where they came from.
+
+    ``images`` is a tensor in memory, or :class:`~bench.datasets._stream.FileImages` (the same
+    shape, decoded batch by batch) for sets too large to hold (``imagefolder:``)."""
 
     name: str
     images: Tensor
@@ -44,6 +47,11 @@ class ImageSet:
         return int(self.images.shape[0])
 
     @property
+    def streams(self) -> bool:
+        """Images are files decoded batch by batch (:class:`~bench.datasets._stream.FileImages`)."""
+        return not isinstance(self.images, torch.Tensor)
+
+    @property
     def shape(self) -> tuple[int, int, int]:
         return tuple(self.images.shape[1:])  # type: ignore[return-value]
 
@@ -51,7 +59,10 @@ class ImageSet:
         """Hash of the arrays (images, then labels): identifies the data in records and caches."""
         h = hashlib.sha256()
         h.update(str(tuple(self.images.shape)).encode())
-        h.update(self.images.contiguous().numpy().tobytes())
+        if self.streams:
+            h.update(self.images.digest().encode())
+        else:
+            h.update(self.images.contiguous().numpy().tobytes())
         if self.labels is not None:
             h.update(self.labels.to(torch.int64).numpy().tobytes())
         return h.hexdigest()
@@ -67,10 +78,14 @@ class LoadContext:
     id_shape: tuple[int, int, int] | None = None   # (C, H, W) of the ID set, for OOD/synthetic
     n_id_test: int | None = None                    # size of the scored ID test set
     cwd: Path | None = None                         # relative paths in specs; None = os.getcwd()
+    #: the classifier's geometric preprocessing (``datasets._stream.Preprocess``) for sets read
+    #: from files batch by batch (``imagefolder:``); None for in-memory sets
+    preprocess: Any = None
 
 
 class Dataset(Component):
-    """A named data source. ``load(split, ctx)`` returns an :class:`ImageSet` (uint8, in memory).
+    """A named data source. ``load(split, ctx)`` returns an :class:`ImageSet` (uint8, in memory),
+    or, for ``streams = True`` sources, an ImageSet whose images are files read batch by batch.
 
     ID datasets (``is_id = True``) provide ``train`` and ``test`` splits with labels; OOD sets
     provide ``test``. ``proximity`` marks OOD sets as "near" (semantically close to their usual ID
@@ -78,6 +93,8 @@ class Dataset(Component):
     """
 
     is_id: ClassVar[bool] = False
+    #: True: ``load`` returns FileImages (decoded per batch, never held in memory at once)
+    streams: ClassVar[bool] = False
     splits: ClassVar[tuple[str, ...]] = ("test",)
     proximity: ClassVar[str | None] = None  # "near" / "far" for the leaderboard, when known
     #: constructor parameters left out of :meth:`display_name` (they do not change the data)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from bench.errors import BenchError
-from bench.registry import DATASETS, DETECTORS, SHIFTS
+from bench.registry import DATASETS, DETECTORS, MODELS, SHIFTS
 
 #: (registry, spec, the parameter the message must name)
 BAD = [
@@ -56,6 +56,12 @@ BAD = [
     (DATASETS, "folder:x(size=0)", "size"), (DATASETS, "folder:x(size=abc)", "size"),
     (DATASETS, "npz:x(exclude=3)", "exclude"), (DATASETS, "npz:x(proximity=mid)", "proximity"),
     (DATASETS, "folder:x(proximity=3)", "proximity"),
+    (DATASETS, "imagefolder:x(crop=0)", "crop"), (DATASETS, "imagefolder:x(resize=-1)", "resize"),
+    (DATASETS, "imagefolder:x(resize=256)", "crop"),
+    (DATASETS, "imagefolder:x(crop=224, interpolation=lanczos)", "interpolation"),
+    (DATASETS, "imagefolder:x(proximity=mid)", "proximity"),
+    (MODELS, "torchvision:resnet18(weights=3)", "weights"),
+    (MODELS, "timm:resnet18(checkpoint=3)", "checkpoint"),
 ]
 
 
@@ -79,6 +85,7 @@ GOOD = [
     (SHIFTS, "salt_pepper(amount=0)"), (SHIFTS, "fgsm(eps=0, batch_size=1)"),
     (SHIFTS, "pgd(steps=1, alpha=0)"), (SHIFTS, "mix(severity=5)"),
     (SHIFTS, "brightness(c=-1)"), (DATASETS, "folder:x(size=1)"),
+    (DATASETS, "imagefolder:x(crop=1)"), (MODELS, "torchvision:vit_b_16(weights=w.pt)"),
 ]
 
 

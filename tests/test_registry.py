@@ -49,13 +49,25 @@ def test_parse_spec_by_hand(text, expected):
     ("x(a=2**100)", "exponent too large"),
     ("x(a=5..1)", "bad range"),
     ("x(a=open('f'))", "cannot read a value"),
-    ("x(a=y.z)", "cannot read a value"),
+    ("x(a=y.z + 1)", "cannot read a value"),
     ("1abc", "is not a component name"),
     ("npz:", "nothing after 'npz:'"),
 ])
 def test_parse_spec_errors_are_bench_errors(text, message):
     with pytest.raises(BenchError, match=message):
         parse_spec(text)
+
+
+@pytest.mark.parametrize("text,params", [
+    ("m(weights=r18.pt)", {"weights": "r18.pt"}),
+    ("m(weights=/abs/dir/r18.pt, k=1)", {"weights": "/abs/dir/r18.pt", "k": 1}),
+    ("m(weights=../w/x.pth)", {"weights": "../w/x.pth"}),
+    ("m(w=~/x.pt)", {"w": "~/x.pt"}),
+    ("m(eps=8/255, lr=1e-3, s=1.5)", {"eps": 8 / 255, "lr": 1e-3, "s": 1.5}),
+    ("m(w='a=b/c.pt')", {"w": "a=b/c.pt"}),
+])
+def test_unquoted_file_paths_are_strings_and_numbers_stay_numbers(text, params):
+    assert parse_spec(text).params == params
 
 
 def test_parse_spec_evaluates_nothing():

@@ -40,7 +40,8 @@ def _default_norm(arch: Architecture, in_channels: int) -> str:
 def load_classifier(spec: str, *, num_classes: int, in_channels: int, image_size: int,
                     dataset: str, weights: str | Path | None = None, norm: str | None = None,
                     device: str | torch.device = "cpu", train_set: "ImageSet | None" = None,
-                    seed: int = 0, home: Path | None = None) -> tuple[Classifier, dict[str, Any]]:
+                    seed: int = 0, home: Path | None = None,
+                    download: bool = False) -> tuple[Classifier, dict[str, Any]]:
     """Build ``spec`` from ``MODELS``, load its weights, wrap it with its input normalisation.
 
     ``weights``: a checkpoint path, ``zoo:NAME`` or ``akamaster`` (see :mod:`bench.models.zoo`),
@@ -59,6 +60,10 @@ def load_classifier(spec: str, *, num_classes: int, in_channels: int, image_size
 
     arch: Architecture = MODELS.create(parse_spec(spec))
     arch_str = arch.spec()
+    if getattr(arch, "external", False):  # torchvision: / timm: (bench.models.library)
+        return _load_external(arch, spec, num_classes=num_classes, in_channels=in_channels,
+                              weights=weights, norm=norm, device=device, home=home,
+                              download=download)
     net = arch.build(num_classes, in_channels, image_size)
 
     entry: zoo.ZooEntry | None = None
@@ -118,6 +123,32 @@ def load_classifier(spec: str, *, num_classes: int, in_channels: int, image_size
         "norm": norm_name, "mean": list(mean), "std": list(std), "source": source,
         "zoo": entry.name if entry is not None else None,
     }
+    return clf, info
+
+
+def _load_external(arch: Any, spec: str, *, num_classes: int, in_channels: int,
+                   weights: str | Path | None, norm: str | None, device: str | torch.device,
+                   home: Path | None, download: bool) -> tuple[Classifier, dict[str, Any]]:
+    """A library's model with its own weights and mean/std (``--norm`` overrides them)."""
+    from bench.models._classifier import Classifier
+
+    net, meta = arch.load_external(weights=None if weights is None else str(weights),
+                                   download=download, home=home)
+    n_out = meta.pop("num_classes")
+    if num_classes > n_out:
+        raise BenchError(f"{arch.spec()} has {n_out} outputs but the dataset has {num_classes} "
+                         f"classes; labels must be indices of the model's classes")
+    if in_channels != len(meta["mean"]):
+        raise BenchError(f"{arch.spec()} takes {len(meta['mean'])}-channel images, the data have "
+                         f"{in_channels}")
+    norm_name, mean, std = meta["norm"], tuple(meta["mean"]), tuple(meta["std"])
+    if norm is not None:
+        norm_name, mean, std = resolve_norm(norm, in_channels)
+    clf = Classifier(net, mean=mean, std=std, num_classes=n_out, arch=arch.spec(), norm=norm_name)
+    clf.to(device).eval()
+    info = {"spec": spec, "arch": arch.spec(), "weights": meta["weights"],
+            "weights_sha256": meta["weights_sha256"], "norm": norm_name, "mean": list(mean),
+            "std": list(std), "source": meta["source"], "zoo": None, "library": meta["library"]}
     return clf, info
 
 
