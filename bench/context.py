@@ -193,6 +193,7 @@ def build_context(plan: Plan, paths: Paths, data: IdData,
     context = Context(
         dataset=dataset, model=model,
         model_meta={**info, "train_seed": plan.model_seed if trained else None,
+                    "precision": plan.precision,
                     "clean_acc": clean["acc"], "clean_ece": clean["ece"]},
         model_key=model_key, id_shape=(c, h, w), test_images=test_full.images[test_idx],
         test_labels=test_full.labels[test_idx], test_index=test_idx,

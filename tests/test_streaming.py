@@ -289,3 +289,21 @@ def test_bad_streaming_runs_are_one_line_errors(folders, tmp_path, extra, messag
     lines = [ln for ln in res.stderr.strip().splitlines() if ln.strip()]
     assert len(lines) == 1 and message in lines[0], res.stderr
     assert "Traceback" not in res.stderr
+
+
+def test_precision_is_recorded_and_keys_the_cached_views(tmp_path):
+    """bf16 views are other numbers: an fp32 run after a bf16 one must not read them back."""
+    out, home = tmp_path / "r", tmp_path / "home"
+    args = ["run", "--detector", "msp", "--attack", "gaussian_noise", "--out", str(out),
+            "--device", "cpu", "--json"]
+    recs = {}
+    for p in ("bf16", "fp32"):
+        res = _bench(*args, "--precision", p, cwd=tmp_path, home=home)
+        assert res.returncode == 0, res.stderr[-1500:]
+        rec = next(json.loads(ln) for ln in res.stdout.splitlines()
+                   if ln.startswith("{") and '"corruption"' in ln)
+        recs[p] = rec
+    assert recs["bf16"]["model"]["precision"] == "bf16"
+    assert recs["fp32"]["model"]["precision"] == "fp32"
+    assert recs["fp32"]["cache"]["shift_views"] is False
+    assert recs["bf16"]["cell_id"] != recs["fp32"]["cell_id"]

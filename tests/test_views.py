@@ -111,3 +111,17 @@ def test_len_uses_whatever_field_is_present():
     assert len(Views("x", labels=torch.zeros(5))) == 5
     assert len(Views("x", images=torch.zeros(2, 1, 3, 3))) == 2
     assert len(Views("x")) == 0
+
+
+@pytest.mark.parametrize("precision,tol", [("bf16", 0.1), ("fp16", 0.01)])
+def test_reduced_precision_views_are_close_to_the_float64_reference(model, images, precision,
+                                                                    tol):
+    ref_z, ref_f = numpy_forward(model, images.numpy())
+    v32 = compute_views(model, images, name="fp32", precision="fp32")
+    v = compute_views(model, images, name=precision, precision=precision)
+    assert v.logits.dtype == torch.float64 and v.features.dtype == torch.float64
+    np.testing.assert_allclose(v32.logits.numpy(), ref_z, rtol=0, atol=1e-5)
+    err = np.abs(v.logits.numpy() - ref_z).max()
+    # autocast really ran in the lower precision (not a silent fp32 pass), within its rounding
+    assert 0 < err < tol * np.abs(ref_z).max()
+    np.testing.assert_allclose(v.features.numpy(), ref_f, rtol=0, atol=tol * np.abs(ref_f).max())
