@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Literal, Union
+from typing import TYPE_CHECKING, Callable, Literal, Sequence, Union
 
 import numpy as np
 
@@ -358,36 +358,53 @@ def roc_points(s_in: ArrayLike, s_out: ArrayLike,
 # --------------------------------------------------------------------------------------------
 # bootstrap
 # --------------------------------------------------------------------------------------------
-def _weighted_rank_metric(name: str, c_in: np.ndarray, c_out: np.ndarray) -> np.ndarray:
-    """``name`` for B resamples at once, from counts per unique score.
+def _weighted_rank_metrics(names: Sequence[str], c_in: np.ndarray,
+                           c_out: np.ndarray) -> dict[str, np.ndarray]:
+    """Each metric of ``names`` for B resamples at once, from counts per unique score.
 
     ``c_in`` (B, U) / ``c_out`` (B, U): how often each of the U unique scores (ascending, the
     union of ``s_in`` and ``s_out``) occurs among the ID / shifted images of each resample. The
     curves are scikit-learn's (one point per unique score), so at unit counts every value equals
-    the corresponding function above. Returns (B,) float64.
+    the corresponding function above. Cumulative counts are computed once per direction and
+    shared by the metrics that need them. Returns ``{name: (B,) float64}``.
     """
     n_in = c_in.sum(1, dtype=np.float64)
     n_out = c_out.sum(1, dtype=np.float64)
-    if name == "auroc":
-        below = np.cumsum(c_out, 1) - c_out      # shifted images strictly below each score
-        pairs = (c_in * (below + 0.5 * c_out)).sum(1)
-        return pairs / (n_in * n_out)
-    if name in ("fpr95", "aupr_in"):          # ID positive: thresholds from the top score down
-        tps = np.cumsum(c_in[:, ::-1], 1)
-        fps = np.cumsum(c_out[:, ::-1], 1)
-        n_pos, n_neg, new_pos = n_in, n_out, c_in[:, ::-1]
-    elif name in ("fpr95_oodpos", "aupr_out"):  # shifted positive, score -s: from the bottom up
-        tps = np.cumsum(c_out, 1)
-        fps = np.cumsum(c_in, 1)
-        n_pos, n_neg, new_pos = n_out, n_in, c_out
-    else:  # pragma: no cover - guarded by the caller
-        raise KeyError(name)
-    if name.startswith("fpr95"):
-        # first threshold with TPR >= 0.95 (same float comparison as roc_curve's tps / tps[-1])
-        k = np.argmax(tps / n_pos[:, None] >= TPR, axis=1)
-        return np.take_along_axis(fps, k[:, None], 1)[:, 0] / n_neg
-    precision = np.divide(tps, tps + fps, out=np.zeros(tps.shape), where=(tps + fps) > 0)
-    return (new_pos * precision).sum(1) / n_pos
+    out: dict[str, np.ndarray] = {}
+    sides: dict[bool, tuple[np.ndarray, ...]] = {}
+
+    def side(id_positive: bool) -> tuple[np.ndarray, ...]:
+        if id_positive not in sides:   # ID positive: thresholds from the top score down
+            if id_positive:
+                new_pos = c_in[:, ::-1]
+                tps, fps = np.cumsum(new_pos, 1), np.cumsum(c_out[:, ::-1], 1)
+                sides[True] = (tps, fps, n_in, n_out, new_pos)
+            else:                      # shifted positive, score -s: from the bottom up
+                sides[False] = (np.cumsum(c_out, 1), np.cumsum(c_in, 1), n_out, n_in, c_out)
+        return sides[id_positive]
+
+    for name in names:
+        if name == "auroc":
+            below = np.cumsum(c_out, 1) - c_out      # shifted images strictly below each score
+            out[name] = (c_in * (below + 0.5 * c_out)).sum(1) / (n_in * n_out)
+            continue
+        if name not in ("fpr95", "aupr_in", "fpr95_oodpos", "aupr_out"):
+            raise KeyError(name)  # pragma: no cover - guarded by the caller
+        tps, fps, n_pos, n_neg, new_pos = side(name in ("fpr95", "aupr_in"))
+        if name.startswith("fpr95"):
+            # first threshold with TPR >= 0.95 (same float comparison as roc_curve's tps / tps[-1])
+            k = np.argmax(tps / n_pos[:, None] >= TPR, axis=1)
+            out[name] = np.take_along_axis(fps, k[:, None], 1)[:, 0] / n_neg
+        else:
+            precision = np.divide(tps, tps + fps, out=np.zeros(tps.shape),
+                                  where=(tps + fps) > 0)
+            out[name] = (new_pos * precision).sum(1) / n_pos
+    return out
+
+
+def _weighted_rank_metric(name: str, c_in: np.ndarray, c_out: np.ndarray) -> np.ndarray:
+    """One metric of :func:`_weighted_rank_metrics`: (B,) float64."""
+    return _weighted_rank_metrics((name,), c_in, c_out)[name]
 
 
 #: metrics that :func:`bootstrap_ci` computes for many resamples at once (what
@@ -417,25 +434,43 @@ def bootstrap_ci(s_in: ArrayLike, s_out: ArrayLike,
     ``(low, high)``; ``(nan, nan)`` when either side has fewer than :data:`MIN_SET_SIZE` scores
     (:func:`small_set`): no interval is claimed there (records store it as nulls).
     """
+    key = metric if isinstance(metric, str) else "metric"
+    return bootstrap_cis(s_in, s_out, {key: metric}, n_boot=n_boot, seed=seed, level=level,
+                         max_cells=max_cells, paired=paired)[key]
+
+
+def bootstrap_cis(s_in: ArrayLike, s_out: ArrayLike,
+                  metrics: Sequence[str] | dict[str, str | Callable[..., float]],
+                  n_boot: int = 1000, seed: int = 0, level: float = 0.95,
+                  max_cells: int = 2_000_000, *,
+                  paired: bool = False) -> dict[str, tuple[float, float]]:
+    """:func:`bootstrap_ci` of several metrics on the same resamples, drawn once.
+
+    Each interval equals what ``bootstrap_ci(..., metric, seed=seed)`` returns alone (it draws
+    the same resamples from the same seed); the draws and per-score counts are made once for
+    all of them. ``metrics``: names, or ``{label: name or callable}``."""
     a, b = _pair(s_in, s_out)
     if n_boot < 2:
         raise BenchError(f"bootstrap_ci needs n_boot >= 2, got {n_boot}")
     if not 0.0 < level < 1.0:
         raise BenchError(f"bootstrap_ci needs 0 < level < 1, got {level}")
-    if isinstance(metric, str) and metric not in PAIR_METRICS:
-        raise BenchError(f"unknown metric {metric!r} for bootstrap_ci "
-                         f"(choose from: {', '.join(PAIR_METRICS)})")
+    wanted = dict(metrics) if isinstance(metrics, dict) else {m: m for m in metrics}
+    for m in wanted.values():
+        if isinstance(m, str) and m not in PAIR_METRICS:
+            raise BenchError(f"unknown metric {m!r} for bootstrap_ci "
+                             f"(choose from: {', '.join(PAIR_METRICS)})")
     if paired and a.size != b.size:
         raise BenchError(f"paired bootstrap_ci needs one shifted score per ID image, got "
                          f"{a.size} ID and {b.size} shifted scores; use paired=False")
     if small_set(a.size, b.size):
-        return float("nan"), float("nan")
+        return {k: (float("nan"), float("nan")) for k in wanted}
     rng = np.random.default_rng(seed)
-    values = np.empty(n_boot, dtype=np.float64)
+    values = {k: np.empty(n_boot, dtype=np.float64) for k in wanted}
     u, codes = np.unique(np.concatenate([a, b]), return_inverse=True)
     code_in, code_out, n_u = codes[:a.size], codes[a.size:], u.size
-    vectorised = isinstance(metric, str) and metric in VECTORISED
-    f = PAIR_METRICS[metric] if isinstance(metric, str) else metric
+    fast = {k: m for k, m in wanted.items() if isinstance(m, str) and m in VECTORISED}
+    slow = {k: (PAIR_METRICS[m] if isinstance(m, str) else m) for k, m in wanted.items()
+            if k not in fast}
     # the resamples are drawn chunk by chunk in the same way on both paths, so a callable gets
     # exactly the resamples the vectorised code sees (the tests rely on it)
     chunk = max(1, min(n_boot, max_cells // max(n_u, a.size, b.size)))
@@ -446,18 +481,23 @@ def bootstrap_ci(s_in: ArrayLike, s_out: ArrayLike,
         else:
             idx_in = rng.integers(0, a.size, (m, a.size))
             idx_out = rng.integers(0, b.size, (m, b.size))
-        if vectorised:
+        if fast:
             rows = np.arange(m)[:, None] * n_u
             c_in = np.bincount((rows + code_in[idx_in]).ravel(),
                                minlength=m * n_u).reshape(m, n_u)
             c_out = np.bincount((rows + code_out[idx_out]).ravel(),
                                 minlength=m * n_u).reshape(m, n_u)
-            values[start:start + m] = _weighted_rank_metric(str(metric), c_in, c_out)
-        else:
+            got = _weighted_rank_metrics(tuple(dict.fromkeys(fast.values())), c_in, c_out)
+            for k, name in fast.items():
+                values[k][start:start + m] = got[name]
+        for k, f in slow.items():
             for i in range(m):  # one call per resample: the metric is opaque
-                values[start + i] = f(a[idx_in[i]], b[idx_out[i]])
-    lo, hi = np.quantile(values, [(1 - level) / 2, (1 + level) / 2])
-    return float(lo), float(hi)
+                values[k][start + i] = f(a[idx_in[i]], b[idx_out[i]])
+    out = {}
+    for k, v in values.items():
+        lo, hi = np.quantile(v, [(1 - level) / 2, (1 + level) / 2])
+        out[k] = (float(lo), float(hi))
+    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -617,7 +657,7 @@ def rc_points(scores: ArrayLike, correct: ArrayLike,
 __all__ = [
     "as_scores", "auroc", "aupr_in", "aupr_out", "aupr_in_trapz", "aupr_out_trapz", "fpr95",
     "fpr95_oodpos", "threshold95", "detect95", "id_accept95", "detector_metrics", "roc_points",
-    "bootstrap_ci", "ece", "classifier_metrics", "PAIR_METRICS", "VECTORISED", "Metric",
+    "bootstrap_ci", "bootstrap_cis", "ece", "classifier_metrics", "PAIR_METRICS", "VECTORISED", "Metric",
     "METRIC_TABLE", "METRIC_SPECS", "DETECTOR_METRICS", "CLASSIFIER_METRICS", "BOOTSTRAPPED",
     "RANKED", "LOWER_IS_BETTER", "higher_is_better", "COVERAGES", "risk_coverage", "aurc",
     "aurc_optimal", "e_aurc", "selective_risk", "fd_auroc", "failure_metrics", "rc_points",

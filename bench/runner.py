@@ -78,12 +78,15 @@ def run(cfg: RunConfig, console: Any = None,
     from bench.context import build_context, load_id_data
 
     data = load_id_data(plan, paths)
+    release_freed_memory()
     # OOD sets load now: a missing or empty set is a usage error before any work is done
     oods = {(spec, seed): load_ood(spec, seed, paths, id_shape=data.shape, n_id_test=data.n_test,
                                    download=plan.download, jpeg=plan.ood_jpeg,
                                    preprocess=data.preprocess)
             for seed in plan.seeds for spec in plan.ood}
+    release_freed_memory()
     ctx, id_views = build_context(plan, paths, data, say)
+    release_freed_memory()
     check_dir_writable(ctx.out_dir, "results folder", "--out")  # its name needs the model
     units = [clean_unit(seed, plan.detectors) for seed in plan.seeds]
     for seed in plan.seeds:
@@ -121,6 +124,7 @@ def run(cfg: RunConfig, console: Any = None,
             busy: list[Unit] = []
             for res in executor.map(run_unit, todo_units, shared, plan.plugins):
                 _collect(summary, res, on_record)
+                release_freed_memory()
                 if res.busy:
                     busy.append(res.unit.only(tuple(res.busy)))
                 else:
@@ -134,6 +138,21 @@ def run(cfg: RunConfig, console: Any = None,
     summary.timings = {"plan_context": t_plan - t0, "fit": t_fit - t_plan,
                        "units": time.perf_counter() - t_fit}
     return summary
+
+
+def release_freed_memory() -> None:
+    """Give the heap pages freed by the last stage back to the OS (glibc ``malloc_trim``).
+
+    glibc keeps freed blocks of large temporaries (a set's float copy, decoded batches) in the
+    heap, so every later stage starts from the high-water mark: measured on workload W, the
+    driver held 1.36 GB before the first unit instead of 0.93 GB, and peaked at 1.92 GB instead
+    of 1.78 GB. Other C libraries have no such call; nothing happens there."""
+    import ctypes
+
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def _collect(summary: RunSummary, res: UnitResult,

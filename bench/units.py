@@ -447,7 +447,7 @@ def stream_shift(ctx: Context, shift: Any, seed: int, name: str) -> tuple[Views,
 
 
 def _score_cell(ctx: Context, rec: dict[str, Any], f: Fitted, shifted: Shifted) -> None:
-    from bench.metrics import (BOOTSTRAPPED, bootstrap_ci, detector_metrics, failure_metrics,
+    from bench.metrics import (BOOTSTRAPPED, bootstrap_cis, detector_metrics, failure_metrics,
                                rc_points, roc_points, small_set)
 
     rec["classifier"] = shifted.classifier
@@ -492,9 +492,8 @@ def _score_cell(ctx: Context, rec: dict[str, Any], f: Fitted, shifted: Shifted) 
                                              rec["metrics"]["auroc"])
         # a shift of the ID test images scores the same images on both sides: resample pairs
         paired = shifted.correct is not None
-        rec["metrics_ci"] = {m: list(bootstrap_ci(si, so, m, n_boot=N_BOOT, seed=rec["seed"],
-                                                  paired=paired))
-                             for m in BOOTSTRAPPED}
+        cis = bootstrap_cis(si, so, BOOTSTRAPPED, n_boot=N_BOOT, seed=rec["seed"], paired=paired)
+        rec["metrics_ci"] = {m: list(cis[m]) for m in BOOTSTRAPPED}
         rec["n_in"], rec["n_out"] = int(len(si)), int(len(so))
         rec["small_set"] = small_set(len(si), len(so))
         fpr, tpr = roc_points(si, so)

@@ -471,3 +471,23 @@ def test_bootstrap_gives_no_interval_for_small_sets(n_in, n_out):
     # exactly MIN_SET_SIZE per side gets an interval
     lo, hi = M.bootstrap_ci(rng.normal(1, 1, 30), rng.normal(0, 1, 30), "auroc", n_boot=20)
     assert 0.0 <= lo <= hi <= 1.0
+
+
+@pytest.mark.parametrize("paired", [False, True])
+def test_bootstrap_cis_equal_one_bootstrap_ci_per_metric(paired):
+    """Several metrics from one set of draws: each interval is what bootstrap_ci gives alone."""
+    rng = np.random.default_rng(5)
+    s_in = np.round(rng.normal(1.0, 1.0, 300), 1)          # ties across and within sides
+    s_out = np.round(rng.normal(0.0, 1.0, 300), 1)
+    names = ("auroc", "aupr_in", "aupr_out", "fpr95", "fpr95_oodpos", "aupr_in_trapz")
+    together = M.bootstrap_cis(s_in, s_out, names, n_boot=60, seed=7, max_cells=9_000,
+                               paired=paired)
+    for name in names:
+        alone = M.bootstrap_ci(s_in, s_out, name, n_boot=60, seed=7, max_cells=9_000,
+                               paired=paired)
+        assert together[name] == alone, name
+    # and the vectorised values are the scikit-learn-based functions' on those resamples
+    label = {"sk_auroc": lambda a, b: M.auroc(a, b)}
+    assert M.bootstrap_cis(s_in, s_out, label, n_boot=60, seed=7, max_cells=9_000,
+                           paired=paired)["sk_auroc"] == pytest.approx(together["auroc"],
+                                                                        abs=1e-12)
