@@ -161,7 +161,8 @@ def build_context(plan: Plan, paths: Paths, data: IdData,
     def views(images: Tensor, name: str, key: dict[str, Any], labels: Tensor) -> Views:
         v, _ = cached_views(model, images, name=name, key=key, model_key=model_key,
                             cache_dir=views_dir, batch_size=plan.batch_size, device=device,
-                            workers=plan.workers, precision=plan.precision)
+                            workers=plan.workers, precision=plan.precision,
+                            on_disk=plan.streams)
         v.labels, v.model, v.index = labels, model, torch.arange(images.shape[0])
         return v
 

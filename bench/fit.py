@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+import torch
 from torch import Tensor
 
 from bench import cache
@@ -45,10 +46,26 @@ def make_detector(spec: str, seed: int, device: str) -> Any:
     return DETECTORS.create(spec, device=device, seed=seed)
 
 
+#: numbers (rows x width of logits + features) per chunk of a chunked score: 128 MiB in float64
+SCORE_CHUNK_ELEMS = 1 << 24
+
+
 def checked_scores(det: Any, views: Views) -> Tensor:
+    """``det.score(views)``, checked. Detectors that declare ``row_wise`` are scored chunk by
+    chunk of rows, so a large memory-mapped set is never cast to float64 at once."""
     from bench.detectors.base import check_scores
 
-    return check_scores(det.score(views), len(views), det.spec())
+    n = len(views)
+    width = sum(int(t.shape[1]) for t in (views.logits, views.features)
+                if t is not None and t.ndim == 2) or 1
+    rows = max(1024, SCORE_CHUNK_ELEMS // width)
+    if getattr(det, "row_wise", False) and n > rows:
+        scores = torch.cat([check_scores(det.score(views.subset(slice(s, s + rows))),
+                                         min(rows, n - s), det.spec())
+                            for s in range(0, n, rows)])
+    else:
+        scores = det.score(views)
+    return check_scores(scores, n, det.spec())
 
 
 def detector_key(det: Any, ctx: Context) -> str:

@@ -540,16 +540,23 @@ def classifier_metrics(logits: ArrayLike, labels: ArrayLike | None) -> dict[str,
         return {"acc": None, "ece": None}
     import torch
 
-    z = torch.as_tensor(logits).detach().to("cpu", torch.float64)
+    z_all = torch.as_tensor(logits).detach()
     y = torch.as_tensor(labels).detach().to("cpu").reshape(-1).long()
-    if z.ndim != 2 or z.shape[0] == 0:
+    if z_all.ndim != 2 or z_all.shape[0] == 0:
         raise BenchError(f"classifier_metrics needs logits of shape (N, K) with N > 0, "
-                         f"got {tuple(z.shape)}")
-    if y.shape[0] != z.shape[0]:
-        raise BenchError(f"classifier_metrics: {z.shape[0]} logits but {y.shape[0]} labels")
-    if not torch.isfinite(z).all():
-        raise BenchError("classifier logits contain NaN or inf")
-    conf, pred = torch.softmax(z, dim=1).max(dim=1)
+                         f"got {tuple(z_all.shape)}")
+    if y.shape[0] != z_all.shape[0]:
+        raise BenchError(f"classifier_metrics: {z_all.shape[0]} logits but {y.shape[0]} labels")
+    confs, preds = [], []
+    step = max(1, (1 << 22) // z_all.shape[1])    # rows per float64 chunk (32 MiB)
+    for s in range(0, z_all.shape[0], step):
+        z = z_all[s:s + step].to("cpu", torch.float64)
+        if not torch.isfinite(z).all():
+            raise BenchError("classifier logits contain NaN or inf")
+        conf, pred = torch.softmax(z, dim=1).max(dim=1)
+        confs.append(conf)
+        preds.append(pred)
+    conf, pred = torch.cat(confs), torch.cat(preds)
     correct = (pred == y).numpy()
     return {"acc": float(correct.mean()), "ece": ece(conf.numpy(), correct)}
 

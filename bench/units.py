@@ -36,8 +36,8 @@ from bench.plan import Paths, slug
 from bench.registry import DATASETS, DETECTORS, SHIFTS, parse_spec
 from bench.results import SCHEMA, SCHEMA_VERSION, read_record, write_record
 from bench.datasets._stream import first_images
-from bench.views import (Views, cached_views, forward_views, load_views, store_views,
-                         to_float01, views_entry)
+from bench.views import (Views, cached_views, files_base, forward_views, load_views,
+                         store_views, to_float01, views_entry)
 
 log = logging.getLogger(__name__)
 
@@ -361,7 +361,7 @@ def _shifted_views(ctx: Context, unit: Unit, paths: Paths,
         v, cached = cached_views(
             ctx.model, ood.images, name=f"ood-{slug(unit.meta['name'], 30)}",
             key={"ood": unit.meta["sha256"]}, model_key=ctx.model_key, cache_dir=views_dir,
-            **ctx.view_opts())
+            on_disk=ctx.streams, **ctx.view_opts())
         v.images = ood.images if ctx.keep_images else None
         v.model = ctx.model
         return Shifted(v, {"acc": None, "ece": None, "attack_success": None}, None, None,
@@ -385,9 +385,9 @@ def _shifted_views(ctx: Context, unit: Unit, paths: Paths,
         v, extra = hit
     elif ctx.streams:
         t = time.perf_counter()
-        v, png = stream_shift(ctx, shift, unit.seed, name)
+        v, png = stream_shift(ctx, shift, unit.seed, name, out=files_base(path))
         extra = {"shift_s": time.perf_counter() - t, "png": png, "images": None}
-        store_views(path, full_key, v, extra)
+        store_views(path, full_key, v, extra, on_disk=True)
     else:
         g = torch.Generator().manual_seed(unit.seed)  # a fresh generator per shift (METHODS.md §5)
         t = time.perf_counter()
@@ -429,21 +429,23 @@ def shifted_batches(ctx: Context, shift: Any, seed: int) -> Iterator[tuple[slice
                           generator=KeyedRng(seed, index), index=index).detach()
 
 
-def stream_shift(ctx: Context, shift: Any, seed: int, name: str) -> tuple[Views, str | None]:
-    """Views of the shifted ID test images (:func:`shifted_batches`), one batch in memory."""
-    from bench.views import forward_context
+def stream_shift(ctx: Context, shift: Any, seed: int, name: str,
+                 out: Path) -> tuple[Views, str | None]:
+    """Views of the shifted ID test images (:func:`shifted_batches`), one batch in memory,
+    written to float32 files at ``out`` (:class:`~bench.views.ViewFiles`)."""
+    from bench.views import ViewFiles, forward_context
 
-    logits, feats, png = [], [], None
+    sink, png = ViewFiles(out, len(ctx.test_labels)), None
     with progress.task(f"shift + features: {name}", len(ctx.test_labels)) as bar:
         for rows, xs in shifted_batches(ctx, shift, seed):
             if png is None:
                 png = png_grid(xs.cpu())
             with torch.no_grad(), forward_context(ctx.device, ctx.precision):
                 z, f = ctx.model.forward_features(xs)
-            logits.append(z.double().cpu())
-            feats.append(f.double().cpu())
+            sink.write(rows.start, z, f)
             bar.advance(xs.shape[0])
-    return Views(name=name, logits=torch.cat(logits), features=torch.cat(feats)), png
+    z_all, f_all = sink.finish(ctx.model.num_classes)
+    return Views(name=name, logits=z_all, features=f_all), png
 
 
 def _score_cell(ctx: Context, rec: dict[str, Any], f: Fitted, shifted: Shifted) -> None:

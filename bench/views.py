@@ -6,9 +6,12 @@ features are stored as float64 (METHODS.md §0: float32 softmax saturates and cr
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
+
+import numpy as np
 
 from bench._lazy import torch
 
@@ -28,7 +31,9 @@ def to_float01(images: Tensor) -> Tensor:
 class Views:
     """One image set as a detector sees it. Fields a detector did not declare may be None.
 
-    logits:   (N, K) float64      features: (N, H) float64 (penultimate layer)
+    logits:   (N, K) float64      features: (N, H) float64 (penultimate layer); float32 and
+              memory-mapped for sets read from files (``imagefolder:``): cast with
+              ``Detector.logits64`` / ``features64``, chunk by chunk for large sets
     labels:   (N,) int64 or None  images:   (N, C, H, W) uint8 or float in [0,1]
     model:    the deployed classifier (eval mode), for detectors that declare ``"model"``
     index:    (N,) int64 positions of these images in their source split (for leak checks)
@@ -75,33 +80,102 @@ def compute_views(model: "Classifier", images: Any, *, name: str, labels: Tensor
                   batch_size: int = 256, device: torch.device | str = "cpu",
                   keep_images: bool = False, index: Tensor | None = None,
                   progress: Callable[[int], None] | None = None, workers: int = 0,
-                  precision: str = "fp32") -> Views:
+                  precision: str = "fp32", out: Path | None = None) -> Views:
     """One forward pass over ``images`` in batches: float64 logits and penultimate features.
 
     ``images``: a uint8 tensor, or FileImages decoded by ``workers`` DataLoader processes.
     uint8 batches go to the device as they are (4x fewer bytes than float), pinned and
     non-blocking on CUDA. ``precision`` bf16/fp16 runs the forward pass under autocast; the
-    views are stored as float64 all the same (METHODS.md §0)."""
+    views are stored as float64 all the same (METHODS.md §0). ``out``: write them instead to
+    ``out.logits.npy`` / ``out.features.npy`` as float32 (what the network computed, so
+    nothing is lost) and return them memory-mapped (:class:`ViewFiles`)."""
     from bench.datasets._stream import image_batches
 
     dev = torch.device(device)
+    sink = ViewFiles(out, int(images.shape[0])) if out is not None else None
+    logits, feats = [], []
     with torch.no_grad(), forward_context(dev, precision):
         model.eval()
-        logits, feats = [], []
-        for _, batch in image_batches(images, batch_size, workers=workers,
-                                      pin_memory=dev.type == "cuda"):
+        for start, batch in image_batches(images, batch_size, workers=workers,
+                                          pin_memory=dev.type == "cuda"):
             x = to_float01(batch.to(dev, non_blocking=True))
             z, f = model.forward_features(x)
-            logits.append(z.double().cpu())
-            feats.append(f.double().cpu())
+            if sink is not None:
+                sink.write(start, z, f)
+            else:
+                logits.append(z.double().cpu())
+                feats.append(f.double().cpu())
             if progress is not None:
                 progress(x.shape[0])
     k = model.num_classes
-    return Views(
-        name=name,
-        logits=torch.cat(logits) if logits else torch.empty(0, k, dtype=torch.float64),
-        features=torch.cat(feats) if feats else torch.empty(0, 0, dtype=torch.float64),
-        labels=labels, images=images if keep_images else None, model=model, index=index)
+    if sink is not None:
+        z_all, f_all = sink.finish(k)
+    else:
+        z_all = torch.cat(logits) if logits else torch.empty(0, k, dtype=torch.float64)
+        f_all = torch.cat(feats) if feats else torch.empty(0, 0, dtype=torch.float64)
+    return Views(name=name, logits=z_all, features=f_all, labels=labels,
+                 images=images if keep_images else None, model=model, index=index)
+
+
+class ViewFiles:
+    """Logits and features of ``n`` images written batch by batch to ``<base>.logits.npy`` and
+    ``<base>.features.npy`` (float32, the network's own precision), then read back memory-mapped:
+    the operating system pages them in as they are read and may drop them again, so a set's
+    views need not fit in memory. Files appear under their names only when complete."""
+
+    def __init__(self, base: Path, n: int):
+        self.base, self.n = Path(base), n
+        self.arrays: dict[str, np.ndarray] = {}
+        self.tmp: dict[str, Path] = {}
+
+    def paths(self) -> dict[str, Path]:
+        return {k: self.base.with_name(f"{self.base.name}.{k}.npy") for k in ("logits", "features")}
+
+    def write(self, start: int, z: Tensor, f: Tensor) -> None:
+        for kind, t in (("logits", z), ("features", f)):
+            if kind not in self.arrays:
+                final = self.paths()[kind]
+                final.parent.mkdir(parents=True, exist_ok=True)
+                tmp = final.with_name(f".{final.name}.{os.getpid()}.tmp")
+                self.tmp[kind] = tmp
+                self.arrays[kind] = np.lib.format.open_memmap(
+                    tmp, mode="w+", dtype=np.float32, shape=(self.n, int(t.shape[1])))
+            self.arrays[kind][start:start + t.shape[0]] = t.detach().float().cpu().numpy()
+
+    def finish(self, num_classes: int) -> tuple[Tensor, Tensor]:
+        if not self.arrays:   # an empty set
+            for kind, width in (("logits", num_classes), ("features", 0)):
+                self.write_empty(kind, width)
+        for kind, arr in self.arrays.items():
+            arr.flush()
+            del arr
+            os.replace(self.tmp[kind], self.paths()[kind])
+        self.arrays.clear()
+        return self.read(self.base)
+
+    def write_empty(self, kind: str, width: int) -> None:
+        final = self.paths()[kind]
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = final.with_name(f".{final.name}.{os.getpid()}.tmp")
+        with open(tmp, "wb") as fh:
+            np.save(fh, np.zeros((0, width), dtype=np.float32), allow_pickle=False)
+        os.replace(tmp, final)
+
+    @staticmethod
+    def read(base: Path, n: int | None = None) -> tuple[Tensor, Tensor] | None:
+        """The two arrays memory-mapped (copy-on-write, never written back), or None when a file
+        is missing or holds another number of rows."""
+        out = []
+        for kind in ("logits", "features"):
+            path = Path(base).with_name(f"{Path(base).name}.{kind}.npy")
+            try:
+                arr = np.load(path, mmap_mode="c", allow_pickle=False)
+            except (OSError, ValueError):
+                return None
+            if arr.ndim != 2 or (n is not None and arr.shape[0] != n):
+                return None
+            out.append(torch.from_numpy(arr))
+        return out[0], out[1]
 
 
 def views_entry(cache_dir: Path, name: str, key: dict[str, Any],
@@ -116,45 +190,66 @@ def views_entry(cache_dir: Path, name: str, key: dict[str, Any],
 
 
 def load_views(path: Path, full_key: str, name: str, n: int) -> tuple[Views, dict[str, Any]] | None:
-    """The cached views at ``path`` (and what was stored beside them) if they hold ``n`` rows."""
+    """The cached views at ``path`` (and what was stored beside them) if they hold ``n`` rows.
+    Entries stored on disk (:class:`ViewFiles`) come back memory-mapped."""
     from bench import cache
 
     stored = cache.load(path, full_key)
-    if (isinstance(stored, dict) and isinstance(stored.get("logits"), torch.Tensor)
-            and stored["logits"].shape[0] == n):
+    if not isinstance(stored, dict):
+        return None
+    if stored.get("on_disk"):
+        arrays = ViewFiles.read(files_base(path), n)
+        if arrays is None:
+            return None
+        return Views(name=name, logits=arrays[0], features=arrays[1]), stored.get("extra") or {}
+    if isinstance(stored.get("logits"), torch.Tensor) and stored["logits"].shape[0] == n:
         return Views(name=name, logits=stored["logits"], features=stored["features"]), \
             stored.get("extra") or {}
     return None
 
 
-def store_views(path: Path, full_key: str, views: Views, extra: dict[str, Any] | None = None) -> None:
+def files_base(path: Path) -> Path:
+    """Where the :class:`ViewFiles` of the cache entry ``path`` live (beside it)."""
+    return path.with_suffix("")
+
+
+def store_views(path: Path, full_key: str, views: Views, extra: dict[str, Any] | None = None,
+                *, on_disk: bool = False) -> None:
+    """Store views under ``path``; ``on_disk``: they are already in :func:`files_base`'s files,
+    and only the entry naming them (with its key) is written, last."""
     from bench import cache
 
+    if on_disk:
+        cache.store(path, full_key, {"on_disk": True, "n": len(views), "extra": extra or {}})
+        return
     cache.store(path, full_key, {"logits": views.logits, "features": views.features,
                                  "extra": extra or {}})
 
 
 def forward_views(model: "Classifier", images: Any, *, name: str, batch_size: int,
-                  device: torch.device | str, workers: int = 0, precision: str = "fp32") -> Views:
+                  device: torch.device | str, workers: int = 0, precision: str = "fp32",
+                  out: Path | None = None) -> Views:
     """:func:`compute_views` with a progress bar."""
     from bench import progress
 
     with progress.task(f"features: {name}", images.shape[0]) as t:
         return compute_views(model, images, name=name, batch_size=batch_size, device=device,
-                             progress=t.advance, workers=workers, precision=precision)
+                             progress=t.advance, workers=workers, precision=precision, out=out)
 
 
 def cached_views(model: "Classifier", images: Any, *, name: str, key: dict[str, Any],
                  model_key: dict[str, Any], cache_dir: Path, batch_size: int,
                  device: torch.device | str, workers: int = 0,
-                 precision: str = "fp32") -> tuple[Views, bool]:
+                 precision: str = "fp32", on_disk: bool = False) -> tuple[Views, bool]:
     """Views of ``images`` (named by content in ``key``) from the cache, else one forward pass,
-    stored. The second value says whether they came from the cache."""
+    stored. The second value says whether they came from the cache. ``on_disk``: stored as
+    float32 files and returned memory-mapped (sets read from files: ``imagefolder:``)."""
     path, full_key = views_entry(cache_dir, name, key, model_key)
     hit = load_views(path, full_key, name, images.shape[0])
     if hit is not None:
         return hit[0], True
     v = forward_views(model, images, name=name, batch_size=batch_size, device=device,
-                      workers=workers, precision=precision)
-    store_views(path, full_key, v)
+                      workers=workers, precision=precision,
+                      out=files_base(path) if on_disk else None)
+    store_views(path, full_key, v, on_disk=on_disk)
     return v, False

@@ -43,6 +43,9 @@ class Detector(Component):
     #: and adaptive attacks (``adaptive_pgd``) can aim at the detector. Adapters set it per
     #: instance (``pood:MaxSoftmax`` is, ``pood:KNN`` is not).
     differentiable: ClassVar[bool] = False
+    #: True when an image's score depends on that image's views alone (not on the rest of the
+    #: set): the runner may then score a large set chunk by chunk of rows
+    row_wise: ClassVar[bool] = False
     #: detectors whose fit draws random numbers take ``seed`` as a constructor parameter; the run
     #: passes each value of ``--seeds``. This default serves those that draw none.
     seed: int = 0

@@ -26,6 +26,7 @@ class Energy(Detector):
     """
 
     needs: ClassVar[frozenset[str]] = frozenset({"logits"})
+    row_wise: ClassVar[bool] = True
     differentiable: ClassVar[bool] = True
 
     def __init__(self, *, t: float = 1.0):

@@ -47,35 +47,46 @@ class Mahalanobis(Detector):
     """
 
     needs: ClassVar[frozenset[str]] = frozenset({"features", "labels"})
+    row_wise: ClassVar[bool] = True
     differentiable: ClassVar[bool] = True
 
     def __init__(self) -> None:
         pass
 
     def fit(self, fit: Views, val: Views | None = None) -> "Mahalanobis":
-        f = self.features64(fit)
+        if fit.features is None:
+            raise RuntimeError(f"views {fit.name!r} carry no features")
+        feats = fit.features          # float64, or float32 memory-mapped: cast per chunk
         if fit.labels is None:
             raise BenchError(f"mahalanobis needs the true labels of the fit set {fit.name!r}; "
                              f"load the dataset with labels")
         y = torch.as_tensor(fit.labels).reshape(-1).long().cpu()
-        if f.ndim != 2 or f.shape[0] == 0:
+        if feats.ndim != 2 or feats.shape[0] == 0:
             raise BenchError(f"mahalanobis needs fit features of shape (N, H) with N > 0, "
-                             f"got {tuple(f.shape)}")
-        if y.shape[0] != f.shape[0]:
-            raise BenchError(f"mahalanobis: {f.shape[0]} fit features but {y.shape[0]} labels")
+                             f"got {tuple(feats.shape)}")
+        if y.shape[0] != feats.shape[0]:
+            raise BenchError(f"mahalanobis: {feats.shape[0]} fit features but {y.shape[0]} "
+                             f"labels")
         if bool((y < 0).any()):
             raise BenchError("mahalanobis: fit labels must be class indices >= 0")
-        f = f.cpu()
+        n, h = int(feats.shape[0]), int(feats.shape[1])
+        step = _rows(h)
+
+        def chunks():
+            for s in range(0, n, step):
+                yield s, feats[s:s + step].to("cpu", torch.float64)
+
         classes, code = torch.unique(y, return_inverse=True)   # present classes only
         counts = torch.bincount(code, minlength=classes.numel()).to(torch.float64)
-        means = torch.zeros(classes.numel(), f.shape[1], dtype=torch.float64)
-        means.index_add_(0, code, f).div_(counts[:, None])
-        sigma = torch.zeros(f.shape[1], f.shape[1], dtype=torch.float64)
-        step = _rows(f.shape[1])
-        for s in range(0, f.shape[0], step):
-            r = f[s:s + step] - means[code[s:s + step]]
+        means = torch.zeros(classes.numel(), h, dtype=torch.float64)
+        for s, f in chunks():
+            means.index_add_(0, code[s:s + step], f)
+        means.div_(counts[:, None])
+        sigma = torch.zeros(h, h, dtype=torch.float64)
+        for s, f in chunks():
+            r = f - means[code[s:s + step]]
             sigma += r.T @ r
-        sigma /= f.shape[0]
+        sigma /= n
         self.classes_ = classes
         self.means_ = means
         self.precision_ = torch.linalg.pinv(sigma, hermitian=True)

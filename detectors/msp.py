@@ -63,6 +63,7 @@ class MSP(Detector):
     """
 
     needs: ClassVar[frozenset[str]] = frozenset({"logits"})
+    row_wise: ClassVar[bool] = True
     differentiable: ClassVar[bool] = True
 
     def __init__(self, *, t: float = 1.0, log: bool = True):

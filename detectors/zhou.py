@@ -127,6 +127,7 @@ class Zhou(Detector):
     """
 
     needs: ClassVar[frozenset[str]] = frozenset({"features", "labels", "model"})
+    row_wise: ClassVar[bool] = True
     differentiable: ClassVar[bool] = True
     cacheable: ClassVar[bool] = True
     #: rows per chunk when computing statistics (bounds memory for large sets)
@@ -173,7 +174,9 @@ class Zhou(Detector):
     def fit(self, fit: Views, val: Views) -> "Zhou":
         """Train W, D1, D2 on ``fit`` (features, labels); fit the three Gaussians on ``val``."""
         self._check_params()
-        v = self.features64(fit)
+        if fit.features is None:
+            raise RuntimeError(f"views {fit.name!r} carry no features")
+        v = fit.features      # float64, or float32 memory-mapped: training runs in float32
         if fit.labels is None:
             raise RuntimeError(f"{self.name} needs the labels of the fit views {fit.name!r}")
         y = fit.labels.to(torch.int64)
@@ -247,14 +250,15 @@ class Zhou(Detector):
               one_cpu_thread(dev)):
             for _ in range(self.epochs):
                 perm = torch.randperm(n, generator=g).to(dev)
-                xp, yp = x[perm], y[perm]
                 running = torch.zeros((), device=dev)
                 for s in range(steps):
                     lr_t = self.lr_min + (self.lr - self.lr_min) * 0.5 * (
                         1.0 + math.cos(math.pi * step / total))
                     for group in opt.param_groups:
                         group["lr"] = lr_t
-                    loss = self.loss(xp[s * bs:(s + 1) * bs], yp[s * bs:(s + 1) * bs])
+                    # gathered per step: no shuffled copy of the whole set (memory-mapped views)
+                    rows = perm[s * bs:(s + 1) * bs]
+                    loss = self.loss(x[rows], y[rows])
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
                     opt.step()

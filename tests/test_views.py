@@ -125,3 +125,85 @@ def test_reduced_precision_views_are_close_to_the_float64_reference(model, image
     # autocast really ran in the lower precision (not a silent fp32 pass), within its rounding
     assert 0 < err < tol * np.abs(ref_z).max()
     np.testing.assert_allclose(v.features.numpy(), ref_f, rtol=0, atol=tol * np.abs(ref_f).max())
+
+
+
+# ------------------------------------------------------------------------------------------
+# views on disk (sets read from files): float32 files, memory-mapped, scored chunk by chunk
+# ------------------------------------------------------------------------------------------
+def test_views_written_to_files_are_the_in_memory_views_in_float32(model, images, tmp_path):
+    from bench.views import ViewFiles
+
+    mem = compute_views(model, images, name="m", batch_size=7)
+    disk = compute_views(model, images, name="d", batch_size=7, out=tmp_path / "v")
+    assert disk.logits.dtype == disk.features.dtype == torch.float32
+    # the network computes float32: storing float32 loses nothing
+    assert torch.equal(disk.logits.double(), mem.logits)
+    assert torch.equal(disk.features.double(), mem.features)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["v.features.npy", "v.logits.npy"]
+    assert isinstance(disk.logits.numpy(), np.ndarray)
+    assert ViewFiles.read(tmp_path / "v", n=len(images) + 1) is None      # wrong row count
+    empty = compute_views(model, images[:0], name="e", out=tmp_path / "e")
+    assert empty.logits.shape == (0, 4) and len(empty) == 0
+
+
+def test_on_disk_cache_entries_round_trip_and_a_missing_file_is_a_miss(model, images, tmp_path):
+    from bench.views import cached_views, files_base, views_entry
+
+    kw = dict(name="set", key={"x": 1}, model_key={"m": 1}, cache_dir=tmp_path, batch_size=5,
+              device="cpu", on_disk=True)
+    first, hit1 = cached_views(model, images, **kw)
+    again, hit2 = cached_views(model, images, **kw)
+    assert (hit1, hit2) == (False, True)
+    assert torch.equal(first.logits, again.logits) and torch.equal(first.features, again.features)
+    path, _ = views_entry(tmp_path, "set", {"x": 1}, {"m": 1})
+    files_base(path).with_name(files_base(path).name + ".logits.npy").unlink()
+    _, hit3 = cached_views(model, images, **kw)
+    assert hit3 is False
+
+
+@pytest.mark.parametrize("spec", ["msp", "energy", "mahalanobis", "zhou(epochs=1)",
+                                  "combined(epochs=1)"])
+def test_chunked_scores_equal_whole_set_scores(model, images, spec, monkeypatch, tmp_path):
+    from bench import fit as fit_mod
+    from bench.registry import DETECTORS
+
+    labels = torch.arange(len(images)) % 4
+    fit_v = compute_views(model, images, name="fit", labels=labels, out=tmp_path / "fit")
+    fit_v.model = model
+    test_v = compute_views(model, images, name="test", labels=labels)
+    det = DETECTORS.create(spec)
+    assert det.row_wise
+    det.fit(fit_v, test_v)
+    whole = fit_mod.checked_scores(det, test_v)
+    monkeypatch.setattr(fit_mod, "SCORE_CHUNK_ELEMS", 1)     # chunks of max(1024, 1) rows
+    big = compute_views(model, images.repeat(60, 1, 1, 1), name="big", out=tmp_path / "big")
+    chunked = fit_mod.checked_scores(det, big)               # 1,380 rows: two chunks
+    assert torch.equal(chunked, whole.repeat(60))
+
+
+def test_mahalanobis_fits_memory_mapped_float32_views_as_float64_ones(tmp_path):
+    """1000 classes x 2048 features (ImageNet ResNet-50 size) from a float32 memory map: the
+    fit equals the float64 in-memory fit and scores match a numpy computation."""
+    from bench.registry import DETECTORS
+    from bench.views import ViewFiles
+
+    rng = np.random.default_rng(0)
+    n, h, c = 3000, 2048, 1000
+    feats = rng.standard_normal((n, h), dtype=np.float32)
+    y = torch.from_numpy(np.arange(n) % c)
+    sink = ViewFiles(tmp_path / "f", n)
+    sink.write(0, torch.zeros(n, c), torch.from_numpy(feats))
+    _, mapped = sink.finish(c)
+    det_map = DETECTORS.create("mahalanobis").fit(Views("fit", features=mapped, labels=y))
+    det_mem = DETECTORS.create("mahalanobis").fit(
+        Views("fit", features=torch.from_numpy(feats).double(), labels=y))
+    torch.testing.assert_close(det_map.means_, det_mem.means_, rtol=0, atol=1e-12)
+    probe = Views("probe", features=torch.from_numpy(feats[:2]).double())
+    s = det_map.score(probe).numpy()
+    mu, p = det_map.means_.numpy(), det_map.precision_.numpy()
+    ref = []
+    for x in feats[:2].astype(np.float64):       # every class's distance, no shortcut
+        d = x[None, :] - mu
+        ref.append(-np.min(np.einsum("ch,hk,ck->c", d, p, d, optimize=True)))
+    np.testing.assert_allclose(s, ref, rtol=1e-8)
