@@ -27,7 +27,8 @@ class KeyedRng:
     Shifts of sets read batch by batch (``imagefolder:``) get one per batch where in-memory
     sets get one ``torch.Generator`` for the whole set. Each draw seeds one CPU generator per
     image from a 63-bit BLAKE2b hash of (seed, part, draw number, index): values are drawn in
-    float32 on the CPU, as with a whole-set generator."""
+    float32 on the CPU, as with a whole-set generator. Changing how keys are derived changes the
+    images: bump ``bench.units.KEYED_RNG`` with it (it keys the cached shifted views)."""
 
     device = property(lambda self: torch.device("cpu"))
 

@@ -45,6 +45,9 @@ log = logging.getLogger(__name__)
 N_BOOT = 200
 #: scores kept per side for histograms
 N_PLOT_SCORES = 1000
+#: names how streamed sets draw random numbers (attacks/_common.KeyedRng) in their cache keys:
+#: change it with the derivation, or cached shifted views would outlive it
+KEYED_RNG = "keyed-blake2b-v1"
 
 
 @dataclass(frozen=True)
@@ -376,7 +379,7 @@ def _shifted_views(ctx: Context, unit: Unit, paths: Paths,
            "code": unit.meta["code"], "data": ctx.dataset["sha256"]["test"],
            "split": ["METHODS-1", ctx.dataset["split_seed"]]}
     if ctx.streams:  # shifted batch by batch with draws keyed by (seed, image index)
-        key["rng"] = "keyed"
+        key["rng"] = KEYED_RNG
     path, full_key = views_entry(views_dir, name, key, ctx.model_key)
     hit = load_views(path, full_key, name, len(ctx.test_labels))
     # an entry stored by a run whose detectors needed no pixels cannot serve one that does
