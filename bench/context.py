@@ -8,6 +8,7 @@ test split. It returns the immutable :class:`Context` that every unit of work re
 
 from __future__ import annotations
 
+import logging
 import platform
 import sys
 import time
@@ -23,6 +24,8 @@ from bench import cache, progress
 from bench.errors import BenchError
 from bench.plan import Paths, Plan, slug
 from bench.views import Views, cached_views
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -128,6 +131,7 @@ def build_context(plan: Plan, paths: Paths, data: IdData,
     """Load the classifier, compute the ID views; ``say`` receives one-line progress news."""
     from bench.metrics import classifier_metrics
     from bench.models import load_classifier
+    from bench.registry import MODELS, parse_spec
 
     train, test_full, val_idx, test_idx = data.train, data.test_full, data.val_idx, data.test_idx
     num_classes = int(max(int(train.labels.max()), int(test_full.labels.max())) + 1)
@@ -154,6 +158,13 @@ def build_context(plan: Plan, paths: Paths, data: IdData,
         model_key["library"] = info["library"]
     if plan.precision != "fp32":
         model_key["precision"] = plan.precision
+    if info.get("library") and not plan.streams:
+        arch = MODELS.create(parse_spec(plan.model))
+        crop = arch.preprocess().crop
+        if (h, w) != (crop, crop):
+            log.warning("%s was made for %dx%d inputs (its library's preprocessing); %s images "
+                        "are %dx%d and reach it as they are; imagefolder: datasets apply the "
+                        "library's resize and crop", plan.model, crop, crop, plan.dataset, h, w)
 
     t = time.perf_counter()
     views_dir = cache.cache_dir("views", paths.home)
