@@ -307,3 +307,26 @@ def test_precision_is_recorded_and_keys_the_cached_views(tmp_path):
     assert recs["fp32"]["model"]["precision"] == "fp32"
     assert recs["fp32"]["cache"]["shift_views"] is False
     assert recs["bf16"]["cell_id"] != recs["fp32"]["cell_id"]
+
+
+def test_a_streamed_run_on_ray_writes_the_local_records(folders, tmp_path):
+    """FileImages travel to Ray workers as file lists; each worker decodes, shifts and forwards
+    its unit's batches (with its own DataLoader workers) and writes the records a local run
+    writes."""
+    pytest.importorskip("ray")
+    common = ["run", "--dataset", f"imagefolder:{folders.root}", "--model",
+              f"torchvision:resnet18(weights={folders.weights})", "--detector", "msp,mahalanobis",
+              "--attack", "gaussian_noise", "--ood", f"imagefolder:{folders.ood}", "--device",
+              "cpu", "--workers", "1"]
+    recs = []
+    for executor in ("local", "ray"):
+        res = _bench(*common, "--executor", executor, "--out", str(tmp_path / executor),
+                     cwd=folders.base, home=tmp_path / f"home_{executor}")
+        assert res.returncode == 0, res.stderr[-2000:]
+        recs.append(_records(tmp_path / executor))
+    local, ray = recs
+    assert local.keys() == ray.keys() and len(local) == 4
+    for key, r in local.items():
+        assert r["status"] == ray[key]["status"] == "ok"
+        assert r["cell_id"] == ray[key]["cell_id"]
+        assert r["metrics"] == ray[key]["metrics"], key
