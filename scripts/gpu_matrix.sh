@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# The whole CIFAR-10 matrix (all detectors, all shifts, --ood all) with ResNet-18 on one device,
+# prepared for a session that is lent a GPU (docs/performance.md, "Not yet"):
+#
+#   DEVICE=cuda OUT=$OUT/gpu bash scripts/gpu_matrix.sh          # on the device machine
+#   DEVICE=cpu  OUT=results/cpu WEIGHTS=resnet18.pt bash scripts/gpu_matrix.sh
+#   python scripts/compare_runs.py results/cpu/records $OUT/gpu/records
+#
+# Without WEIGHTS it first trains the CIFAR ResNet-18 (`bench train`, EPOCHS epochs) on DEVICE
+# and keeps the checkpoint in OUT, so the CPU run can use the same file (MODEL, DETECTORS,
+# ATTACKS and PRECISION narrow or change the run). Wall times go to
+# OUT/walltime.tsv, records to OUT/records. SHARED is the shared data folder (prepare_cifar10.py
+# builds the data root from it).
+set -euo pipefail
+SHARED=${SHARED:-../shared/data}
+DEVICE=${DEVICE:-cuda}
+OUT=${OUT:-results/matrix-$DEVICE}
+EPOCHS=${EPOCHS:-15}
+BENCH=${BENCH:-.venv/bin/bench}
+PY=${PY:-.venv/bin/python}
+PRECISION=${PRECISION:-fp32}
+MODEL=${MODEL:-resnet18}
+DETECTORS=${DETECTORS:-all}
+ATTACKS=${ATTACKS:-all}
+mkdir -p "$OUT"
+DATA=$OUT/data
+[ -d "$DATA/cifar-10-batches-py" ] || "$PY" "$SHARED/prepare_cifar10.py" --out "$DATA"
+timed() { local t0=$SECONDS; "$@"; printf '%s\t%s\n' "$((SECONDS - t0))" "$*" >> "$OUT/walltime.tsv"; }
+if [ -z "${WEIGHTS:-}" ]; then
+  WEIGHTS=$OUT/resnet18-cifar10.pt
+  [ -f "$WEIGHTS" ] || timed "$BENCH" train --model "$MODEL" --dataset cifar10 --data-root "$DATA" \
+    --epochs "$EPOCHS" --device "$DEVICE" --out "$WEIGHTS"
+fi
+export BENCH_HOME=$OUT/home
+timed "$BENCH" run --dataset cifar10 --data-root "$DATA" --model "$MODEL" --weights "$WEIGHTS" \
+  --detector "$DETECTORS" --attack "$ATTACKS" --ood all --device "$DEVICE" --precision "$PRECISION" \
+  --out "$OUT/records" --json > "$OUT/records.jsonl"
+cat "$OUT/walltime.tsv"
