@@ -330,3 +330,19 @@ def test_a_streamed_run_on_ray_writes_the_local_records(folders, tmp_path):
         assert r["status"] == ray[key]["status"] == "ok"
         assert r["cell_id"] == ray[key]["cell_id"]
         assert r["metrics"] == ray[key]["metrics"], key
+
+
+def test_an_unreadable_image_is_a_one_line_error_naming_it(folders, tmp_path):
+    import shutil
+
+    root = tmp_path / "broken"
+    shutil.copytree(folders.root, root)
+    bad = next((root / "train").glob("*/*.jpg"))
+    bad.write_bytes(b"not a jpeg")
+    res = _bench("run", "--dataset", f"imagefolder:{root}", "--model",
+                 f"torchvision:resnet18(weights={folders.weights})", "--detector", "msp",
+                 "--attack", "gaussian_noise", "--workers", "2", "--out", str(tmp_path / "r"),
+                 cwd=tmp_path, home=tmp_path / "home")
+    assert res.returncode == 2, res.stderr[-1500:]
+    lines = [ln for ln in res.stderr.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1 and "cannot read image" in lines[0] and bad.name in lines[0], res.stderr
