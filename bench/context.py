@@ -194,7 +194,8 @@ def build_context(plan: Plan, paths: Paths, data: IdData,
     clean = classifier_metrics(test_v.logits, test_v.labels)
     say(f"clean accuracy of {model_key['spec']} on {plan.dataset} test ({len(test_v)} images): "
         f"{clean['acc']:.4f}  ECE {clean['ece']:.4f}")
-    dataset = {"name": plan.dataset_name, "spec": plan.dataset, "sha256": data_sha,
+    # a folder is named by itself in tables (imagefolder:/data/imagenet -> imagenet)
+    dataset = {"name": train.name if plan.streams else plan.dataset_name, "spec": plan.dataset, "sha256": data_sha,
                "n_fit": len(fit_v), "n_val": len(val_v), "n_test": len(test_v),
                "shape": [c, h, w], "data_root": str(paths.data_root),
                "split_seed": plan.split_seed, "pixel_step": plan.pixel_step}

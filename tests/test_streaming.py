@@ -264,6 +264,7 @@ def test_bench_run_on_an_imagefolder_is_the_same_for_any_batch_size_and_workers(
     rec = a[("msp", "corruption")]
     assert rec["model"]["library"].startswith("torchvision")
     assert rec["dataset"]["n_val"] == 10 and rec["dataset"]["shape"] == [3, 224, 224]
+    assert rec["dataset"]["name"] == "root"         # the folder's name, for tables
     # a re-run reads every cell back
     again = _bench(*common, "--out", str(folders.base / "res_a"), cwd=folders.base,
                    home=folders.base / "home_a")
