@@ -112,7 +112,7 @@ def load_id_data(plan: Plan, paths: Paths) -> IdData:
     preprocess = None
     if plan.streams:
         arch = MODELS.create(parse_spec(plan.model))
-        preprocess = arch.preprocess() if hasattr(arch, "preprocess") else None
+        preprocess = arch.preprocess(plan.weights) if hasattr(arch, "preprocess") else None
     ctx = LoadContext(data_root=paths.data_root, download=plan.download, seed=0, cwd=paths.cwd,
                       preprocess=preprocess)
     with progress.task(f"loading {plan.dataset}", None):
@@ -160,7 +160,7 @@ def build_context(plan: Plan, paths: Paths, data: IdData,
         model_key["precision"] = plan.precision
     if info.get("library") and not plan.streams:
         arch = MODELS.create(parse_spec(plan.model))
-        crop = arch.preprocess().crop
+        crop = arch.preprocess(plan.weights).crop
         if (h, w) != (crop, crop):
             log.warning("%s was made for %dx%d inputs (its library's preprocessing); %s images "
                         "are %dx%d and reach it as they are; imagefolder: datasets apply the "

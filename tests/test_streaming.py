@@ -347,3 +347,20 @@ def test_an_unreadable_image_is_a_one_line_error_naming_it(folders, tmp_path):
     assert res.returncode == 2, res.stderr[-1500:]
     lines = [ln for ln in res.stderr.strip().splitlines() if ln.strip()]
     assert len(lines) == 1 and "cannot read image" in lines[0] and bad.name in lines[0], res.stderr
+
+
+def test_preprocessing_follows_the_weights_named():
+    from torchvision.models import ResNet50_Weights
+
+    from bench.registry import MODELS, parse_spec
+
+    for spec, weights, enum in (("torchvision:resnet50", None, ResNet50_Weights.DEFAULT),
+                                ("torchvision:resnet50", "IMAGENET1K_V1",
+                                 ResNet50_Weights.IMAGENET1K_V1),
+                                ("torchvision:resnet50(weights=IMAGENET1K_V1)", None,
+                                 ResNet50_Weights.IMAGENET1K_V1)):
+        pre = MODELS.create(parse_spec(spec)).preprocess(weights)
+        t = enum.transforms()
+        assert (pre.resize, pre.crop) == (t.resize_size[0], t.crop_size[0]), (spec, weights)
+    assert ResNet50_Weights.DEFAULT.transforms().resize_size != \
+        ResNet50_Weights.IMAGENET1K_V1.transforms().resize_size   # the case is not vacuous

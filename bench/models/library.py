@@ -42,7 +42,9 @@ class LibraryModel(Architecture):
     def build(self, num_classes: int, in_channels: int, image_size: int) -> "nn.Module":
         raise BenchError(f"{self.name}: models are loaded with their weights, not built empty")
 
-    def preprocess(self) -> "Preprocess":  # pragma: no cover - abstract
+    def preprocess(self, weights: str | None = None) -> "Preprocess":  # pragma: no cover
+        """The library's geometric preprocessing for these weights (``--weights`` when the spec
+        names none)."""
         raise NotImplementedError
 
     def load_external(self, *, weights: str | None, download: bool,
@@ -103,11 +105,13 @@ class TorchvisionModel(LibraryModel):
         return bool(text) and re.fullmatch(r"[A-Z0-9_]+", text) is not None and not Path(
             text).exists()
 
-    def preprocess(self) -> "Preprocess":
+    def preprocess(self, weights: str | None = None) -> "Preprocess":
         from bench.datasets._stream import Preprocess
 
         self._check_name()
-        w = self._enum(self.weights if self._is_enum(self.weights) else "DEFAULT")
+        text = self.weights or weights
+        # resnet50's DEFAULT (IMAGENET1K_V2) resizes to 232, IMAGENET1K_V1 to 256
+        w = self._enum(text if self._is_enum(text) else "DEFAULT")
         t = w.transforms()
         return Preprocess(int(t.resize_size[0]), int(t.crop_size[0]), t.interpolation.value,
                           tuple(t.mean), tuple(t.std), source=f"torchvision {w}")
@@ -152,7 +156,7 @@ class TorchvisionModel(LibraryModel):
         n_out = int(head_w.shape[0]) if head_w is not None and head_w.ndim == 2 else 1000
         net = get_model(self.arg, num_classes=n_out)
         load_state_dict_checked(net, state_dict, label=f"weights {str(path)!r}", arch=where)
-        pre = self.preprocess() if source == "file" else None
+        pre = self.preprocess(text) if source == "file" else None
         mean, std = (pre.mean, pre.std) if pre is not None else (
             tuple(w.transforms().mean), tuple(w.transforms().std))
         info = {"weights": str(path), "weights_sha256": file_sha256(path), "source": source,
@@ -201,7 +205,7 @@ class TimmModel(LibraryModel):
         cfg = timm.models.get_pretrained_cfg(self.arg)
         return timm.data.resolve_data_config({}, pretrained_cfg=cfg.to_dict() if cfg else {})
 
-    def preprocess(self) -> "Preprocess":
+    def preprocess(self, weights: str | None = None) -> "Preprocess":
         import math
 
         from bench.datasets._stream import Preprocess
