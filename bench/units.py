@@ -45,6 +45,8 @@ log = logging.getLogger(__name__)
 N_BOOT = 200
 #: scores kept per side for histograms
 N_PLOT_SCORES = 1000
+#: an in-memory OOD set of a streamed run above this many bytes of pixels gets a warning
+IN_MEMORY_WARN_BYTES = 1 << 30
 #: names how streamed sets draw random numbers (attacks/_common.KeyedRng) in their cache keys:
 #: change it with the derivation, or cached shifted views would outlive it
 KEYED_RNG = "keyed-blake2b-v1"
@@ -161,6 +163,11 @@ def load_ood(spec: str, seed: int, paths: Paths, *, id_shape: tuple[int, int, in
                              f"{id_shape}: drop its resize=/crop= or match them")
         imgs, sha = oset.images, oset.images.digest()
     else:
+        if preprocess is not None and len(oset) * int(np.prod(id_shape)) > IN_MEMORY_WARN_BYTES:
+            log.warning("%s is held in memory: %d images at %s take %.1f GB as uint8; a folder "
+                        "passed as --ood imagefolder:DIR is read batch by batch instead", spec,
+                        len(oset), "x".join(map(str, id_shape)),
+                        len(oset) * int(np.prod(id_shape)) / 1e9)
         imgs = resize_to(oset.images, id_shape)
         if jpeg is not None:
             imgs = jpeg_encode(imgs, jpeg)
