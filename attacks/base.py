@@ -33,6 +33,10 @@ class Shift(Component):
     #: shifts that look images up by their position in the source split (``cifar10c``) set
     #: this; ``__call__`` then passes ``index=`` to :meth:`apply`
     needs_index: ClassVar[bool] = False
+    #: True when an image's shifted version depends on that image alone and the shift draws no
+    #: random numbers (fgsm, brightness, contrast): the runner then shifts an in-memory set
+    #: batch by batch, holding one batch of float images instead of the whole set
+    batchable: ClassVar[bool] = False
     group: ClassVar[str] = CORRUPTION
     severity_param: ClassVar[str | None] = None
     severities: ClassVar[tuple[float, ...]] = ()

@@ -37,6 +37,8 @@ class Brightness(Shift):
     Shapes: (N,C,H,W) -> (N,C,H,W), same dtype; for 1-channel images V is the pixel itself.
     """
 
+    batchable: ClassVar[bool] = True
+
     group: ClassVar[str] = CORRUPTION
     severity_param: ClassVar[str] = "c"
     severities: ClassVar[tuple[float, ...]] = (0.05, 0.1, 0.15, 0.2, 0.3)

@@ -27,6 +27,8 @@ class BrightnessContrast(Shift):
     severity 3. Deterministic. Shapes: (N,C,H,W) -> (N,C,H,W), same dtype.
     """
 
+    batchable: ClassVar[bool] = True
+
     group: ClassVar[str] = CORRUPTION
     severity_table: ClassVar[dict[str, tuple[float, ...]]] = {
         "contrast": Contrast.severities, "brightness": Brightness.severities}

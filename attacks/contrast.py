@@ -27,6 +27,8 @@ class Contrast(Shift):
     .75 .5 .4 .3 .15. Deterministic (no random draws). Shapes: (N,C,H,W) -> same, same dtype.
     """
 
+    batchable: ClassVar[bool] = True
+
     group: ClassVar[str] = CORRUPTION
     severity_param: ClassVar[str] = "c"
     severities: ClassVar[tuple[float, ...]] = (0.75, 0.5, 0.4, 0.3, 0.15)

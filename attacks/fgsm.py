@@ -41,6 +41,8 @@ class FGSM(Shift):
     Shapes: x (N,C,H,W) in [0,1], y (N,) -> (N,C,H,W), same dtype and device as x.
     """
 
+    batchable: ClassVar[bool] = True
+
     group: ClassVar[str] = ATTACK
     needs_model: ClassVar[bool] = True
     severity_param: ClassVar[str] = "eps"

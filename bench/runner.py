@@ -86,6 +86,9 @@ def run(cfg: RunConfig, console: Any = None,
             for seed in plan.seeds for spec in plan.ood}
     release_freed_memory()
     ctx, id_views = build_context(plan, paths, data, say)
+    # the ID pixels now live on in ctx (scored test images) and id_views (when a detector
+    # needs them); the splits as loaded (CIFAR-10's 50,000 training images) are not needed
+    del data
     release_freed_memory()
     check_dir_writable(ctx.out_dir, "results folder", "--out")  # its name needs the model
     units = [clean_unit(seed, plan.detectors) for seed in plan.seeds]

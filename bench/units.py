@@ -395,9 +395,14 @@ def _shifted_views(ctx: Context, unit: Unit, paths: Paths,
         v, extra = hit
     elif ctx.streams:
         t = time.perf_counter()
-        v, png = stream_shift(ctx, shift, unit.seed, name, out=files_base(path))
+        v, png, _ = stream_shift(ctx, shift, unit.seed, name, out=files_base(path))
         extra = {"shift_s": time.perf_counter() - t, "png": png, "images": None}
         store_views(path, full_key, v, extra, on_disk=True)
+    elif shift.batchable:  # one batch of float images at a time; the same images and views
+        t = time.perf_counter()
+        v, png, xs = stream_shift(ctx, shift, unit.seed, name, keep_images=ctx.keep_images)
+        extra = {"shift_s": time.perf_counter() - t, "png": png, "images": xs}
+        store_views(path, full_key, v, extra)
     else:
         g = torch.Generator().manual_seed(unit.seed)  # a fresh generator per shift (METHODS.md §5)
         t = time.perf_counter()
@@ -423,12 +428,15 @@ def _shifted_views(ctx: Context, unit: Unit, paths: Paths,
 
 def shifted_batches(ctx: Context, shift: Any, seed: int) -> Iterator[tuple[slice, Tensor]]:
     """``(rows, shifted float images on the device)`` of the ID test images, read and shifted
-    batch by batch. Random draws are keyed by (seed, image index) (:class:`KeyedRng`), so the
-    images do not depend on ``--batch-size``, ``--workers`` or the device."""
+    batch by batch. Random draws of streamed sets are keyed by (seed, image index)
+    (:class:`KeyedRng`), so the images do not depend on ``--batch-size``, ``--workers`` or the
+    device; in-memory sets come here only for ``batchable`` shifts, which draw nothing (they
+    get the whole-set generator of METHODS.md §5 all the same)."""
     from bench.attacks._common import KeyedRng
     from bench.datasets._stream import image_batches
 
     dev = torch.device(ctx.device)
+    whole_set = None if ctx.streams else torch.Generator().manual_seed(seed)
     for start, batch in image_batches(ctx.test_images, ctx.batch_size, workers=ctx.workers,
                                       pin_memory=dev.type == "cuda"):
         rows = slice(start, start + batch.shape[0])
@@ -436,26 +444,39 @@ def shifted_batches(ctx: Context, shift: Any, seed: int) -> Iterator[tuple[slice
         x = to_float01(batch.to(dev, non_blocking=True))
         yield rows, shift(x, ctx.test_labels[rows].to(dev),
                           model=ctx.model if shift.needs_model else None,
-                          generator=KeyedRng(seed, index), index=index).detach()
+                          generator=whole_set or KeyedRng(seed, index), index=index).detach()
 
 
-def stream_shift(ctx: Context, shift: Any, seed: int, name: str,
-                 out: Path) -> tuple[Views, str | None]:
-    """Views of the shifted ID test images (:func:`shifted_batches`), one batch in memory,
-    written to float32 files at ``out`` (:class:`~bench.views.ViewFiles`)."""
+def stream_shift(ctx: Context, shift: Any, seed: int, name: str, out: Path | None = None,
+                 keep_images: bool = False) -> tuple[Views, str | None, Tensor | None]:
+    """Views of the shifted ID test images (:func:`shifted_batches`), one batch in memory:
+    written to float32 files at ``out`` (:class:`~bench.views.ViewFiles`), else float64 in
+    memory. Returns the views, the example grid and, with ``keep_images``, the shifted images."""
     from bench.views import ViewFiles, forward_context
 
-    sink, png = ViewFiles(out, len(ctx.test_labels)), None
-    with progress.task(f"shift + features: {name}", len(ctx.test_labels)) as bar:
+    n = len(ctx.test_labels)
+    sink, png = (ViewFiles(out, n) if out is not None else None), None
+    logits, feats, images = [], [], []
+    with progress.task(f"shift + features: {name}", n) as bar:
         for rows, xs in shifted_batches(ctx, shift, seed):
             if png is None:
                 png = png_grid(xs.cpu())
             with torch.no_grad(), forward_context(ctx.device, ctx.precision):
                 z, f = ctx.model.forward_features(xs)
-            sink.write(rows.start, z, f)
+            if sink is not None:
+                sink.write(rows.start, z, f)
+            else:
+                logits.append(z.double().cpu())
+                feats.append(f.double().cpu())
+            if keep_images:
+                images.append(xs.cpu())
             bar.advance(xs.shape[0])
-    z_all, f_all = sink.finish(ctx.model.num_classes)
-    return Views(name=name, logits=z_all, features=f_all), png
+    if sink is not None:
+        z_all, f_all = sink.finish(ctx.model.num_classes)
+    else:
+        z_all, f_all = torch.cat(logits), torch.cat(feats)
+    return (Views(name=name, logits=z_all, features=f_all), png,
+            torch.cat(images) if keep_images else None)
 
 
 def _score_cell(ctx: Context, rec: dict[str, Any], f: Fitted, shifted: Shifted) -> None:
