@@ -172,7 +172,7 @@ def _stream_ctx(folders, batch_size: int, workers: int, model) -> SimpleNamespac
     idx = torch.arange(3, len(test), 2)          # positions, as the scored test subset
     return SimpleNamespace(test_images=test.images[idx], test_labels=test.labels[idx],
                            test_index=idx, batch_size=batch_size, workers=workers,
-                           device="cpu", model=model, precision="fp32")
+                           device="cpu", model=model, precision="fp32", streams=True)
 
 
 @pytest.mark.parametrize("spec", ["gaussian_noise", "salt_pepper(severity=5)", "pixel_dropout",

@@ -207,3 +207,25 @@ def test_mahalanobis_fits_memory_mapped_float32_views_as_float64_ones(tmp_path):
         d = x[None, :] - mu
         ref.append(-np.min(np.einsum("ch,hk,ck->c", d, p, d, optimize=True)))
     np.testing.assert_allclose(s, ref, rtol=1e-8)
+
+
+@pytest.mark.parametrize("spec", ["fgsm(eps=4/255, batch_size=5)", "contrast", "brightness",
+                                  "brightness_contrast(severity=5)"])
+def test_batchable_shifts_of_in_memory_sets_equal_the_whole_set_shift(model, images, spec):
+    """In-memory sets shift batchable shifts batch by batch (one batch of floats in memory):
+    the images equal those of the whole-set call when the batches are the attack's own."""
+    from types import SimpleNamespace
+
+    from bench.registry import SHIFTS
+    from bench.units import shifted_batches
+
+    shift = SHIFTS.create(spec)
+    assert shift.batchable
+    labels = torch.arange(len(images)) % 4
+    index = torch.arange(len(images))
+    whole = shift(to_float01(images), labels, model=model if shift.needs_model else None,
+                  generator=torch.Generator().manual_seed(0), index=index)
+    ctx = SimpleNamespace(test_images=images, test_labels=labels, test_index=index,
+                          batch_size=5, workers=0, device="cpu", model=model, streams=False)
+    batched = torch.cat([x for _, x in shifted_batches(ctx, shift, 0)])
+    assert torch.equal(batched, whole)
