@@ -53,10 +53,20 @@ def test_views_are_computed_once_per_set(tmp_path, monkeypatch):
         return orig(model, images, **kw)
 
     monkeypatch.setattr(views_mod, "compute_views", counting)
+    # batchable shifts (contrast) are shifted and forwarded batch by batch in stream_shift
+    import bench.units as units_mod
+
+    orig_stream = units_mod.stream_shift
+
+    def counting_stream(ctx, shift, seed, name, **kw):
+        calls.append(name)
+        return orig_stream(ctx, shift, seed, name, **kw)
+
+    monkeypatch.setattr(units_mod, "stream_shift", counting_stream)
     run(cfg(tmp_path, detectors=["msp", "energy", "mahalanobis"],
             shifts=["gaussian_noise", "contrast"]))
     shifted = [c for c in calls if c not in ("fit", "test")]
-    assert len(shifted) == 2
+    assert sorted(shifted) == ["contrast-seed0", "gaussian_noise-seed0"]
 
 
 def test_second_run_loads_fitted_detector_from_cache(tmp_path, monkeypatch):
