@@ -37,6 +37,8 @@ class Shift(Component):
     #: random numbers (fgsm, brightness, contrast): the runner then shifts an in-memory set
     #: batch by batch, holding one batch of float images instead of the whole set
     batchable: ClassVar[bool] = False
+    #: True for attacks aimed at the detector (``adaptive_pgd``): one attacked set per detector
+    needs_detector: ClassVar[bool] = False
     group: ClassVar[str] = CORRUPTION
     severity_param: ClassVar[str | None] = None
     severities: ClassVar[tuple[float, ...]] = ()

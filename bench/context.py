@@ -112,7 +112,7 @@ def load_id_data(plan: Plan, paths: Paths) -> IdData:
     preprocess = None
     if plan.streams:
         arch = MODELS.create(parse_spec(plan.model))
-        preprocess = arch.preprocess(plan.weights) if hasattr(arch, "preprocess") else None
+        preprocess = arch.preprocess(plan.weights)
     ctx = LoadContext(data_root=paths.data_root, download=plan.download, seed=0, cwd=paths.cwd,
                       preprocess=preprocess)
     with progress.task(f"loading {plan.dataset}", None):
@@ -195,7 +195,8 @@ def build_context(plan: Plan, paths: Paths, data: IdData,
     say(f"clean accuracy of {model_key['spec']} on {plan.dataset} test ({len(test_v)} images): "
         f"{clean['acc']:.4f}  ECE {clean['ece']:.4f}")
     # a folder is named by itself in tables (imagefolder:/data/imagenet -> imagenet)
-    dataset = {"name": train.name if plan.streams else plan.dataset_name, "spec": plan.dataset, "sha256": data_sha,
+    dataset = {"name": train.name if plan.streams else plan.dataset_name, "spec": plan.dataset,
+               "sha256": data_sha,
                "n_fit": len(fit_v), "n_val": len(val_v), "n_test": len(test_v),
                "shape": [c, h, w], "data_root": str(paths.data_root),
                "split_seed": plan.split_seed, "pixel_step": plan.pixel_step}

@@ -59,13 +59,11 @@ def checked_scores(det: Any, views: Views) -> Tensor:
     width = sum(int(t.shape[1]) for t in (views.logits, views.features)
                 if t is not None and t.ndim == 2) or 1
     rows = max(1024, SCORE_CHUNK_ELEMS // width)
-    if getattr(det, "row_wise", False) and n > rows:
-        scores = torch.cat([check_scores(det.score(views.subset(slice(s, s + rows))),
-                                         min(rows, n - s), det.spec())
-                            for s in range(0, n, rows)])
-    else:
-        scores = det.score(views)
-    return check_scores(scores, n, det.spec())
+    if det.row_wise and n > rows:   # each chunk is checked as it comes
+        return torch.cat([check_scores(det.score(views.subset(slice(s, s + rows))),
+                                       min(rows, n - s), det.spec())
+                          for s in range(0, n, rows)])
+    return check_scores(det.score(views), n, det.spec())
 
 
 def detector_key(det: Any, ctx: Context) -> str:

@@ -402,13 +402,8 @@ def _weighted_rank_metrics(names: Sequence[str], c_in: np.ndarray,
     return out
 
 
-def _weighted_rank_metric(name: str, c_in: np.ndarray, c_out: np.ndarray) -> np.ndarray:
-    """One metric of :func:`_weighted_rank_metrics`: (B,) float64."""
-    return _weighted_rank_metrics((name,), c_in, c_out)[name]
-
-
 #: metrics that :func:`bootstrap_ci` computes for many resamples at once (what
-#: :func:`_weighted_rank_metric` implements; it covers :data:`BOOTSTRAPPED`)
+#: :func:`_weighted_rank_metrics` implements; it covers :data:`BOOTSTRAPPED`)
 VECTORISED = ("auroc", "aupr_in", "aupr_out", "fpr95", "fpr95_oodpos")
 
 

@@ -208,7 +208,7 @@ def make_plan(cfg: RunConfig, paths: Paths, plugins: list[str] | None = None) ->
     if model is None:
         raise BenchError(f"no default model for dataset {cfg.dataset!r}: pass --model")
     MODELS.create(parse_spec(model))  # the name and parameters, validated now
-    streams = bool(getattr(ds_cls, "streams", False))
+    streams = ds_cls.streams
 
     # specs first: a typo fails in a second, not after the feature pass
     detectors = _expand(cfg.detectors, DETECTORS, severities=None)
@@ -236,8 +236,7 @@ def make_plan(cfg: RunConfig, paths: Paths, plugins: list[str] | None = None) ->
     for s in ood_attacks:
         check_adaptive_spec(s, "--ood-attack")
         SHIFTS.create(s, data_root=paths.data_root, pixel_step=ds_cls.pixel_step)
-    adaptive = [s for s in shifts if getattr(SHIFTS.get(parse_spec(s).name), "needs_detector",
-                                             False)] + ood_attacks
+    adaptive = [s for s in shifts if SHIFTS.get(parse_spec(s).name).needs_detector] + ood_attacks
     if streams and adaptive:
         raise BenchError(f"{adaptive[0]}: attacks aimed at the detector keep the attacked images "
                          f"in memory; {cfg.dataset} is read from files batch by batch (use an "
@@ -260,7 +259,7 @@ def make_plan(cfg: RunConfig, paths: Paths, plugins: list[str] | None = None) ->
 def check_adaptive_spec(spec: str, option: str) -> None:
     """BenchError unless ``spec`` names a shift aimed at the detector, used where it belongs."""
     cls = SHIFTS.get(parse_spec(spec).name)
-    needs = getattr(cls, "needs_detector", False)
+    needs = cls.needs_detector
     if option == "--ood-attack" and not needs:
         raise BenchError(f"--ood-attack {spec}: only attacks aimed at the detector perturb OOD "
                          f"sets (e.g. --ood-attack 'adaptive_pgd(eps=8/255)')")

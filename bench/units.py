@@ -83,8 +83,7 @@ class Unit:
         """One attacked set per detector: an ``--ood-attack`` or a shift aimed at the detector."""
         if self.attack is not None:
             return True
-        return self.kind == "shift" and getattr(SHIFTS.get(parse_spec(self.spec).name),
-                                                "needs_detector", False)
+        return self.kind == "shift" and SHIFTS.get(parse_spec(self.spec).name).needs_detector
 
     def only(self, detectors: tuple[str, ...]) -> "Unit":
         """The same shifted set with only these detector cells."""
@@ -163,11 +162,11 @@ def load_ood(spec: str, seed: int, paths: Paths, *, id_shape: tuple[int, int, in
                              f"{id_shape}: drop its resize=/crop= or match them")
         imgs, sha = oset.images, oset.images.digest()
     else:
-        if preprocess is not None and len(oset) * int(np.prod(id_shape)) > IN_MEMORY_WARN_BYTES:
+        n_bytes = len(oset) * int(np.prod(id_shape))   # uint8 pixels at the ID format
+        if preprocess is not None and n_bytes > IN_MEMORY_WARN_BYTES:
             log.warning("%s is held in memory: %d images at %s take %.1f GB as uint8; a folder "
                         "passed as --ood imagefolder:DIR is read batch by batch instead", spec,
-                        len(oset), "x".join(map(str, id_shape)),
-                        len(oset) * int(np.prod(id_shape)) / 1e9)
+                        len(oset), "x".join(map(str, id_shape)), n_bytes / 1e9)
         imgs = resize_to(oset.images, id_shape)
         if jpeg is not None:
             imgs = jpeg_encode(imgs, jpeg)
@@ -444,7 +443,8 @@ def shifted_batches(ctx: Context, shift: Any, seed: int) -> Iterator[tuple[slice
         x = to_float01(batch.to(dev, non_blocking=True))
         yield rows, shift(x, ctx.test_labels[rows].to(dev),
                           model=ctx.model if shift.needs_model else None,
-                          generator=whole_set or KeyedRng(seed, index), index=index).detach()
+                          generator=KeyedRng(seed, index) if whole_set is None else whole_set,
+                          index=index).detach()
 
 
 def stream_shift(ctx: Context, shift: Any, seed: int, name: str, out: Path | None = None,
@@ -452,29 +452,21 @@ def stream_shift(ctx: Context, shift: Any, seed: int, name: str, out: Path | Non
     """Views of the shifted ID test images (:func:`shifted_batches`), one batch in memory:
     written to float32 files at ``out`` (:class:`~bench.views.ViewFiles`), else float64 in
     memory. Returns the views, the example grid and, with ``keep_images``, the shifted images."""
-    from bench.views import ViewFiles, forward_context
+    from bench.views import forward_context, view_sink
 
     n = len(ctx.test_labels)
-    sink, png = (ViewFiles(out, n) if out is not None else None), None
-    logits, feats, images = [], [], []
+    sink, png, images = view_sink(n, out), None, []
     with progress.task(f"shift + features: {name}", n) as bar:
         for rows, xs in shifted_batches(ctx, shift, seed):
             if png is None:
                 png = png_grid(xs.cpu())
             with torch.no_grad(), forward_context(ctx.device, ctx.precision):
                 z, f = ctx.model.forward_features(xs)
-            if sink is not None:
-                sink.write(rows.start, z, f)
-            else:
-                logits.append(z.double().cpu())
-                feats.append(f.double().cpu())
+            sink.write(rows.start, z, f)
             if keep_images:
                 images.append(xs.cpu())
             bar.advance(xs.shape[0])
-    if sink is not None:
-        z_all, f_all = sink.finish(ctx.model.num_classes)
-    else:
-        z_all, f_all = torch.cat(logits), torch.cat(feats)
+    z_all, f_all = sink.finish(ctx.model.num_classes)
     return (Views(name=name, logits=z_all, features=f_all), png,
             torch.cat(images) if keep_images else None)
 

@@ -92,29 +92,54 @@ def compute_views(model: "Classifier", images: Any, *, name: str, labels: Tensor
     from bench.datasets._stream import image_batches
 
     dev = torch.device(device)
-    sink = ViewFiles(out, int(images.shape[0])) if out is not None else None
-    logits, feats = [], []
+    sink = view_sink(int(images.shape[0]), out)
     with torch.no_grad(), forward_context(dev, precision):
         model.eval()
         for start, batch in image_batches(images, batch_size, workers=workers,
                                           pin_memory=dev.type == "cuda"):
             x = to_float01(batch.to(dev, non_blocking=True))
             z, f = model.forward_features(x)
-            if sink is not None:
-                sink.write(start, z, f)
-            else:
-                logits.append(z.double().cpu())
-                feats.append(f.double().cpu())
+            sink.write(start, z, f)
             if progress is not None:
                 progress(x.shape[0])
-    k = model.num_classes
-    if sink is not None:
-        z_all, f_all = sink.finish(k)
-    else:
-        z_all = torch.cat(logits) if logits else torch.empty(0, k, dtype=torch.float64)
-        f_all = torch.cat(feats) if feats else torch.empty(0, 0, dtype=torch.float64)
+    z_all, f_all = sink.finish(model.num_classes)
     return Views(name=name, logits=z_all, features=f_all, labels=labels,
                  images=images if keep_images else None, model=model, index=index)
+
+
+def view_sink(n: int, out: Path | None = None) -> "ViewLists | ViewFiles":
+    """Where the logits and features of ``n`` images go, batch by batch: float64 tensors in
+    memory, or float32 files at ``out`` (:class:`ViewFiles`)."""
+    return ViewLists() if out is None else ViewFiles(out, n)
+
+
+class ViewLists:
+    """Logits and features collected batch by batch in memory as float64 (METHODS.md §0)."""
+
+    def __init__(self) -> None:
+        self.logits: list[Tensor] = []
+        self.features: list[Tensor] = []
+
+    def write(self, start: int, z: Tensor, f: Tensor) -> None:
+        self.logits.append(z.double().cpu())
+        self.features.append(f.double().cpu())
+
+    def finish(self, num_classes: int) -> tuple[Tensor, Tensor]:
+        if not self.logits:   # an empty set
+            return (torch.empty(0, num_classes, dtype=torch.float64),
+                    torch.empty(0, 0, dtype=torch.float64))
+        return torch.cat(self.logits), torch.cat(self.features)
+
+
+def _view_file(base: Path, kind: str) -> Path:
+    """``<base>.logits.npy`` / ``<base>.features.npy``."""
+    return base.with_name(f"{base.name}.{kind}.npy")
+
+
+def _temporary(final: Path) -> Path:
+    """A file beside ``final`` that becomes it, complete, with ``os.replace``."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    return final.with_name(f".{final.name}.{os.getpid()}.tmp")
 
 
 class ViewFiles:
@@ -128,38 +153,26 @@ class ViewFiles:
         self.arrays: dict[str, np.ndarray] = {}
         self.tmp: dict[str, Path] = {}
 
-    def paths(self) -> dict[str, Path]:
-        return {k: self.base.with_name(f"{self.base.name}.{k}.npy") for k in ("logits", "features")}
-
     def write(self, start: int, z: Tensor, f: Tensor) -> None:
         for kind, t in (("logits", z), ("features", f)):
             if kind not in self.arrays:
-                final = self.paths()[kind]
-                final.parent.mkdir(parents=True, exist_ok=True)
-                tmp = final.with_name(f".{final.name}.{os.getpid()}.tmp")
-                self.tmp[kind] = tmp
+                self.tmp[kind] = _temporary(_view_file(self.base, kind))
                 self.arrays[kind] = np.lib.format.open_memmap(
-                    tmp, mode="w+", dtype=np.float32, shape=(self.n, int(t.shape[1])))
+                    self.tmp[kind], mode="w+", dtype=np.float32, shape=(self.n, int(t.shape[1])))
             self.arrays[kind][start:start + t.shape[0]] = t.detach().float().cpu().numpy()
 
     def finish(self, num_classes: int) -> tuple[Tensor, Tensor]:
-        if not self.arrays:   # an empty set
+        if not self.arrays:   # an empty set: a memory map cannot be empty, np.save writes it
             for kind, width in (("logits", num_classes), ("features", 0)):
-                self.write_empty(kind, width)
-        for kind, arr in self.arrays.items():
+                self.tmp[kind] = _temporary(_view_file(self.base, kind))
+                with open(self.tmp[kind], "wb") as fh:
+                    np.save(fh, np.zeros((0, width), dtype=np.float32), allow_pickle=False)
+        for arr in self.arrays.values():
             arr.flush()
-            del arr
-            os.replace(self.tmp[kind], self.paths()[kind])
         self.arrays.clear()
+        for kind, tmp in self.tmp.items():
+            os.replace(tmp, _view_file(self.base, kind))
         return self.read(self.base)
-
-    def write_empty(self, kind: str, width: int) -> None:
-        final = self.paths()[kind]
-        final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = final.with_name(f".{final.name}.{os.getpid()}.tmp")
-        with open(tmp, "wb") as fh:
-            np.save(fh, np.zeros((0, width), dtype=np.float32), allow_pickle=False)
-        os.replace(tmp, final)
 
     @staticmethod
     def read(base: Path, n: int | None = None) -> tuple[Tensor, Tensor] | None:
@@ -167,9 +180,8 @@ class ViewFiles:
         is missing or holds another number of rows."""
         out = []
         for kind in ("logits", "features"):
-            path = Path(base).with_name(f"{Path(base).name}.{kind}.npy")
             try:
-                arr = np.load(path, mmap_mode="c", allow_pickle=False)
+                arr = np.load(_view_file(Path(base), kind), mmap_mode="c", allow_pickle=False)
             except (OSError, ValueError):
                 return None
             if arr.ndim != 2 or (n is not None and arr.shape[0] != n):

@@ -235,8 +235,8 @@ def test_weighted_counts_equal_sklearn_on_repeated_scores(tied, name):
                          "aupr_out": lambda: average_precision_score(1 - y, -s),
                          "fpr95": lambda: _sk_fpr(y, s),
                          "fpr95_oodpos": lambda: _sk_fpr(1 - y, -s)}[name]())
-    got = M._weighted_rank_metric(name, np.array(c_in).astype(np.int64),
-                                  np.array(c_out).astype(np.int64))
+    got = M._weighted_rank_metrics((name,), np.array(c_in).astype(np.int64),
+                                   np.array(c_out).astype(np.int64))[name]
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-12)
 
 

@@ -60,7 +60,7 @@ def load_classifier(spec: str, *, num_classes: int, in_channels: int, image_size
 
     arch: Architecture = MODELS.create(parse_spec(spec))
     arch_str = arch.spec()
-    if getattr(arch, "external", False):  # torchvision: / timm: (bench.models.library)
+    if arch.external:  # torchvision: / timm: (bench.models.library)
         return _load_external(arch, spec, num_classes=num_classes, in_channels=in_channels,
                               weights=weights, norm=norm, device=device, home=home,
                               download=download)

@@ -46,6 +46,14 @@ class Architecture(Component):
     default_norm: ClassVar[str] = "none"
     #: training config for nets that are trained on first use (seconds on CPU); None = needs weights
     first_use_training: ClassVar[dict[str, Any] | None] = None
+    #: True for networks a library builds and loads (``torchvision:``, ``timm:``): they
+    #: implement ``load_external`` instead of :meth:`build` and ``--weights`` handling
+    external: ClassVar[bool] = False
+
+    def preprocess(self, weights: str | None = None) -> Any:
+        """The library's geometric preprocessing (``datasets._stream.Preprocess``) for these
+        weights, which file-based sets apply; None for networks that take the data as they are."""
+        return None
 
     def build(self, num_classes: int, in_channels: int, image_size: int) -> nn.Module:
         raise NotImplementedError  # pragma: no cover - abstract

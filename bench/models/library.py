@@ -156,11 +156,9 @@ class TorchvisionModel(LibraryModel):
         n_out = int(head_w.shape[0]) if head_w is not None and head_w.ndim == 2 else 1000
         net = get_model(self.arg, num_classes=n_out)
         load_state_dict_checked(net, state_dict, label=f"weights {str(path)!r}", arch=where)
-        pre = self.preprocess(text) if source == "file" else None
-        mean, std = (pre.mean, pre.std) if pre is not None else (
-            tuple(w.transforms().mean), tuple(w.transforms().std))
+        pre = self.preprocess(text)   # the named weights' transforms, DEFAULT's for a file
         info = {"weights": str(path), "weights_sha256": file_sha256(path), "source": source,
-                "norm": "torchvision", "mean": list(mean), "std": list(std),
+                "norm": "torchvision", "mean": list(pre.mean), "std": list(pre.std),
                 "num_classes": n_out, "library": f"torchvision {torchvision.__version__}"}
         return split_last_linear(net), info
 
