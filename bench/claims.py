@@ -67,6 +67,20 @@ def claim(record: Path) -> Claim | None:
     return None
 
 
+def release_own(folder: Path) -> int:
+    """Remove every claim under ``folder`` that this process holds; returns how many.
+
+    For an interrupted run: Ctrl-C can land between taking a claim and the ``finally`` that
+    gives it back, and a lock left behind would hold its cell until found stale."""
+    host, pid, n = socket.gethostname(), os.getpid(), 0
+    for path in Path(folder).rglob(".*.lock"):
+        info = _read(path)
+        if info is not None and info.get("host") == host and info.get("pid") == pid:
+            path.unlink(missing_ok=True)
+            n += 1
+    return n
+
+
 def is_stale(info: dict) -> bool:
     """Whether the process that made the claim ``info`` is gone."""
     if info.get("host") != socket.gethostname():

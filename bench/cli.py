@@ -220,8 +220,14 @@ def run(
         ood_jpeg=ood_jpeg, plugins=list(plugin), workers=workers, precision=precision,
         command="bench " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
     runner = make_executor(executor, address=ray_address, threads=threads_per_worker)
-    with _progress() as prog, progress.use(prog):
-        summary = run_matrix(cfg, console=err, executor=runner)
+    try:
+        with _progress() as prog, progress.use(prog):
+            summary = run_matrix(cfg, console=err, executor=runner)
+    except KeyboardInterrupt:
+        from bench import claims
+
+        claims.release_own(out_dir)   # claims taken just before the interrupt
+        raise
     if as_json:
         for rec in summary.previous + summary.records:
             sys.stdout.write(json.dumps(_strip(rec)) + "\n")

@@ -187,6 +187,20 @@ def test_claims_exclude_live_runs_and_take_over_dead_ones(tmp_path):
     assert claims.claim(record) is not None
 
 
+def test_release_own_removes_this_process_claims_only(tmp_path):
+    """An interrupted run gives back its own claims; another live run's stay."""
+    import socket
+
+    mine = claims.claim(tmp_path / "a" / "x.json")
+    assert mine is not None
+    theirs = claims.lock_path(tmp_path / "a" / "y.json")
+    theirs.write_text(json.dumps({"host": socket.gethostname(), "pid": os.getppid(),
+                                  "pid_start": claims.process_start(os.getppid()),
+                                  "time": 0.0, "token": "t"}))
+    assert claims.release_own(tmp_path) == 1
+    assert not mine.path.exists() and theirs.exists()
+
+
 def test_plan_cells_sees_older_records_of_the_same_cell(tmp_path):
     paths = paths_for(tmp_path)
     plan = make_plan(RunConfig(detectors=["energy"], shifts=["contrast"], device="cpu"), paths,
