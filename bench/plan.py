@@ -226,7 +226,9 @@ def make_plan(cfg: RunConfig, paths: Paths, plugins: list[str] | None = None) ->
         needs |= set(det.needs)
     if streams and "images" in needs:
         which = [s for s in detectors if "images" in DETECTORS.create(s, device="cpu").needs]
-        raise BenchError(f"{', '.join(which)} need every image in memory (they train or score on "
+        needs_, it = (("needs", "it trains or scores") if len(which) == 1
+                      else ("need", "they train or score"))
+        raise BenchError(f"{', '.join(which)} {needs_} every image in memory ({it} on "
                          f"pixels); {cfg.dataset} is read from files batch by batch: use "
                          f"detectors on logits and features (msp, energy, mahalanobis, zhou)")
     for s in shifts:

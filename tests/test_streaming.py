@@ -273,7 +273,7 @@ def test_bench_run_on_an_imagefolder_is_the_same_for_any_batch_size_and_workers(
 
 @pytest.mark.parametrize("extra,message", [
     (["--model", "resnet20"], "the images need a size"),
-    (["--detector", "ae"], "need every image in memory"),
+    (["--detector", "ae"], "ae needs every image in memory"),
     (["--attack", "adaptive_pgd"], "read from files batch by batch"),
     (["--model", "torchvision:resnet18(weights=IMAGENET1K_V1)"], "resnet18-f37072fd.pth"),
     (["--model", "torchvision:resnet_18"], "did you mean"),
