@@ -151,7 +151,8 @@ def run(
         help="Data root (default $BENCH_DATA, else ~/.cache/shiftbench/data). "
              "Example: --data-root /data/cifar")] = None,
     download: Annotated[bool, typer.Option(
-        help="Download missing datasets/checkpoints (needs internet).")] = False,
+        help="Download missing datasets and library weights (needs internet; offline runs "
+             "name the file to pass instead). Example: --dataset cifar10 --download")] = False,
     seed: Annotated[int, typer.Option(help="Seed for shifts, synthetic sets and detector training. "
                                            "Example: --seed 1")] = 0,
     seeds: Annotated[Optional[str], typer.Option(
@@ -179,11 +180,12 @@ def run(
     out_dir: Annotated[Path, typer.Option("--out", help="Results folder (one JSON record per cell). "
                                                         "Example: --out results/")] = Path("results"),
     as_json: Annotated[bool, typer.Option("--json", help="Print the records as JSON lines on stdout "
-                                                         "instead of the table.")] = False,
-    force: Annotated[bool, typer.Option(help="Recompute cells whose result file already exists.")]
-        = False,
-    refit: Annotated[bool, typer.Option(help="Retrain detectors even if a fitted copy is cached.")]
-        = False,
+                                                         "instead of the table. Example: --json > "
+                                                         "records.jsonl")] = False,
+    force: Annotated[bool, typer.Option(help="Recompute cells whose result file already exists. "
+                                             "Example: --force")] = False,
+    refit: Annotated[bool, typer.Option(help="Retrain detectors even if a fitted copy is cached. "
+                                             "Example: --detector ae --refit")] = False,
     ood_jpeg: Annotated[Optional[int], typer.Option(
         help="JPEG-encode OOD images at this quality (4:2:0), like the JPEG CIFAR-10 copy. "
              "Example: --ood-jpeg 75")] = None,
@@ -342,8 +344,8 @@ def list_components(
     kind: Annotated[Optional[str], typer.Argument(
         help="shifts, detectors, datasets or models (default: all). Example: bench list detectors")]
         = None,
-    plugin: Annotated[list[str], typer.Option(help="Python file(s) registering extra components.")]
-        = [],
+    plugin: Annotated[list[str], typer.Option(help="Python file(s) registering extra components. "
+                                                   "Example: --plugin my_detector.py")] = [],
 ) -> None:
     """List every registered shift, detector, dataset and model with its parameters."""
     from bench.plugins import load_plugins

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -150,9 +151,16 @@ def test_checkpoint_mismatch_exits_2(tmp_path, shared_data, cifar_root):
 
 def test_help_explains_every_option_with_example():
     for cmd in (["run"], ["list"], ["leaderboard"], ["train"]):
-        res = bench(*cmd, "--help")
+        res = bench(*cmd, "--help", env={"COLUMNS": "200", "NO_COLOR": "1"})
         assert res.returncode == 0
-        assert "Example" in res.stdout
+        # one block per option in rich's box: "│ --name ... help text (wrapped lines)"
+        blocks = re.split(r"\n│ (?=--|\* --)", res.stdout)[1:]
+        names = [b.split()[0] if b.startswith("--") else b.split()[1] for b in blocks]
+        assert len(names) >= 2, res.stdout
+        lacking = [n for n, b in zip(names, blocks)
+                   if "Example" not in b and n not in ("--help", "--install-completion",
+                                                       "--show-completion")]
+        assert lacking == [], f"bench {cmd[0]} --help: no example for {lacking}"
     res = bench("run", "--help")
     for opt in ("--detector", "--attack", "--ood", "--dataset", "--model", "--weights", "--data-root",
                 "--seed", "--device", "--batch-size", "--out", "--json"):
