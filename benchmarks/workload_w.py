@@ -9,9 +9,16 @@ W: CIFAR-10 with the akamaster ResNet-20, detectors msp, energy and mahalanobis,
   FGSM images (one forward+backward for FGSM) and MNIST; MSP, energy and Mahalanobis in
   float64 and scikit-learn's AUROC. Data and weights are read with shiftbench's loaders (the
   same bytes), the network is shiftbench's ResNet-20 class.
-- ``pood``: the pipeline pytorch-ood's documentation suggests: ``MaxSoftmax(model)``,
+- ``pood``: pytorch-ood's detectors on the same tensors: ``MaxSoftmax(model)``,
   ``EnergyBased(model)``, ``Mahalanobis(model.features).fit(train_loader)``, each detector's
-  ``predict`` over each set (every detector runs the network itself), AUROC by scikit-learn.
+  ``predict`` over each set once (every detector runs the network itself), AUROC by
+  scikit-learn.
+- ``pood-docs``: the same detectors as pytorch-ood's Quick Start runs them: torchvision's
+  ``CIFAR10`` with ``ToTensor()`` (decoded image by image), and for each detector and OOD set one
+  ``DataLoader`` over the scored ID test images followed by that set, ``metrics.update(detector(x),
+  y)`` with OOD labels -1 and ``OODMetrics().compute()``. The ID test images are thus scored once
+  per OOD set, as the Quick Start's loop does. The shifted sets and MNIST are the tensors of the
+  other variants.
 
 Each run is a fresh process; the variants are alternated ``--repeat`` times so that a busy
 moment of the machine hits them alike. Reports the median wall time, the peak resident memory
@@ -42,24 +49,35 @@ EPS = 4 / 255         # fgsm severity 3
 # ------------------------------------------------------------------------------------------
 # the floor and the pytorch-ood pipeline (run in a child process)
 # ------------------------------------------------------------------------------------------
+def _model(weights: str):
+    """shiftbench's ResNet-20 with ``weights``, in eval mode, without parameter gradients."""
+    from bench.models import load_classifier
+
+    model, _ = load_classifier("resnet20", num_classes=10, in_channels=3, image_size=32,
+                               dataset="cifar10", weights=weights)
+    return model.eval().requires_grad_(False)
+
+
+def _mnist(data_root: str):
+    """The MNIST test set resized to 3x32x32 uint8, as ``bench run --ood mnist`` loads it."""
+    from bench.datasets.base import LoadContext, load_set, resize_to
+
+    _, mnist = load_set("mnist", "test", LoadContext(data_root=Path(data_root)))
+    return resize_to(mnist.images, (3, 32, 32))
+
+
 def _data(data_root: str, weights: str):
     """ID splits, MNIST resized to 3x32x32 and the classifier, through shiftbench's loaders."""
     import torch
 
-    from bench.datasets.base import LoadContext, load_set, resize_to, split_val_test
-    from bench.models import load_classifier
+    from bench.datasets.base import LoadContext, load_set, split_val_test
 
     ctx = LoadContext(data_root=Path(data_root))
     _, train = load_set("cifar10", "train", ctx)
     _, test = load_set("cifar10", "test", ctx)
-    _, mnist = load_set("mnist", "test", LoadContext(data_root=Path(data_root)))
     val_idx, test_idx = split_val_test(test.labels, seed=0)
-    model, _ = load_classifier("resnet20", num_classes=10, in_channels=3, image_size=32,
-                               dataset="cifar10", weights=weights)
-    model.eval().requires_grad_(False)
-    ood = resize_to(mnist.images, (3, 32, 32))
     return (train.images, train.labels, test.images[torch.as_tensor(test_idx)],
-            test.labels[torch.as_tensor(test_idx)], ood, model)
+            test.labels[torch.as_tensor(test_idx)], _mnist(data_root), _model(weights))
 
 
 def _shifted(x_u8, y, model):
@@ -148,6 +166,46 @@ def pood(data_root: str, weights: str) -> dict[str, float]:
     return out
 
 
+def pood_docs(data_root: str, weights: str) -> dict[str, float]:
+    import torch
+    from pytorch_ood.detector import EnergyBased, Mahalanobis, MaxSoftmax
+    from pytorch_ood.metrics import OODMetrics
+    from torch.utils.data import ConcatDataset, DataLoader, Subset, TensorDataset
+    from torchvision.datasets import CIFAR10
+    from torchvision.transforms import ToTensor
+
+    from bench.datasets.base import split_val_test
+
+    class Cifar10(CIFAR10):
+        """torchvision's CIFAR10 on the JPEG development copy (its files are not the official
+        ones, so their md5 differs; the layout is torchvision's)."""
+
+        def _check_integrity(self) -> bool:
+            return True
+
+    train = Cifar10(data_root, train=True, transform=ToTensor())
+    test = Cifar10(data_root, train=False, transform=ToTensor())
+    _, test_idx = split_val_test(torch.as_tensor(test.targets), seed=0)
+    id_test = Subset(test, [int(i) for i in test_idx])
+    model = _model(weights)
+    test_x = torch.from_numpy(test.data[test_idx]).permute(0, 3, 1, 2).contiguous()
+    test_y = torch.as_tensor(test.targets)[torch.as_tensor(test_idx)]
+    sets = {**_shifted(test_x, test_y, model), "mnist": _mnist(data_root).float() / 255}
+    dets = {"msp": MaxSoftmax(model), "energy": EnergyBased(model),
+            "mahalanobis": Mahalanobis(lambda x: model.forward_features(x)[1])}
+    dets["mahalanobis"].fit(DataLoader(train, batch_size=256))
+    out = {}
+    for det_name, det in dets.items():
+        for name, x in sets.items():
+            unknown = TensorDataset(x, torch.full((len(x),), -1))
+            metrics = OODMetrics()
+            with torch.no_grad():
+                for xb, yb in DataLoader(ConcatDataset([id_test, unknown]), batch_size=256):
+                    metrics.update(det(xb), yb)
+            out[f"{det_name} x {name}"] = float(metrics.compute()["AUROC"])
+    return out
+
+
 # ------------------------------------------------------------------------------------------
 # the driver
 # ------------------------------------------------------------------------------------------
@@ -191,11 +249,11 @@ def main() -> None:
     ap.add_argument("--data-root", default="data/cifar")
     ap.add_argument("--weights", default="../shared/data/weights/akamaster/resnet20-12fca82f.th")
     ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--variants", default="floor,bench,pood")
+    ap.add_argument("--variants", default="floor,bench,pood,pood-docs")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        fn = {"floor": floor, "pood": pood}[args.child]
+        fn = {"floor": floor, "pood": pood, "pood-docs": pood_docs}[args.child]
         print(json.dumps(fn(args.data_root, args.weights)))
         return
     variants = args.variants.split(",")
