@@ -5,14 +5,14 @@ Private module (not auto-registered): the registry imports every public module o
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable
 
 from bench import progress
 from bench._lazy import F, nn, torch
 from bench.errors import BenchError
 from bench.models.base import model_device
+from bench.views import ieee_fp32_convs  # noqa: F401  (attacks and plugins import it from here)
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -159,38 +159,6 @@ def loss_grad(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
     loss = F.cross_entropy(model(x), y, reduction="sum")
     (grad,) = torch.autograd.grad(loss, x)
     return grad
-
-
-@contextlib.contextmanager
-def ieee_fp32_convs(device: torch.device) -> Iterator[None]:
-    """cuDNN convolutions in IEEE float32, not TF32, for the duration (CUDA only).
-
-    PyTorch lets cuDNN convolutions use TF32 (10-bit mantissa) by default on Ampere and later.
-    The input gradient then carries ~1e-3 relative errors that flip sign(grad) wherever it is
-    small, so PGD's output changed with the batch size (cuDNN picks its algorithm per shape):
-    on an H200 with a random CIFAR ResNet-20, 9,000 images, batch 256 vs 1000, 4.8 % of values
-    with TF32 and 0.05 % without (CPU vs CUDA: 5.9 % vs 0.06 %), for 30 % more PGD time at
-    batch 1024. The flag is process-wide; it is restored on exit. Matmuls keep the user's
-    setting (PyTorch's default is full float32).
-    """
-    if device.type != "cuda":
-        yield
-        return
-    conv = getattr(torch.backends.cudnn, "conv", None)
-    if conv is not None and hasattr(conv, "fp32_precision"):  # PyTorch >= 2.9 API
-        old = conv.fp32_precision
-        conv.fp32_precision = "ieee"
-        try:
-            yield
-        finally:
-            conv.fp32_precision = old
-    else:
-        old_flag = torch.backends.cudnn.allow_tf32
-        torch.backends.cudnn.allow_tf32 = False
-        try:
-            yield
-        finally:
-            torch.backends.cudnn.allow_tf32 = old_flag
 
 
 def batched_attack(name: str, model: nn.Module, x: Tensor, y: Tensor, batch_size: int,

@@ -73,8 +73,8 @@ def _attack(shift: Any, images: Tensor, labels: Tensor | None, *, det: Any, ctx:
 
 
 def _views(ctx: Context, images: Tensor, name: str) -> Views:
-    v = compute_views(ctx.model, images, name=name, batch_size=ctx.batch_size,
-                      device=ctx.device, keep_images=True)
+    # the run's batch size, device and precision, as the ID views it is compared with
+    v = compute_views(ctx.model, images, name=name, keep_images=True, **ctx.view_opts())
     v.model = ctx.model
     return v
 

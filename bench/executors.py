@@ -5,7 +5,9 @@ calls, and yields the results as they complete. It knows nothing about shifts or
 
 ``ray`` starts a local Ray instance sized to the machine, or joins a running cluster
 (``address``). The shared arguments go to the object store once; each item is one Ray task
-that asks for ``threads`` CPUs and limits torch to that many threads. Plugin files are loaded
+that asks for ``threads`` CPUs and limits torch to that many threads, and for ``gpus`` GPUs
+when the run computes on CUDA (one per task: Ray then gives the task its own device as
+``cuda:0``, where the shared CUDA tensors unpickle). Plugin files are loaded
 in the worker before anything is unpickled, so components they register travel like built-ins.
 Install it with ``pip install 'shiftbench[ray]'``.
 """
@@ -28,7 +30,7 @@ class LocalExecutor:
     name = "local"
 
     def map(self, fn: Callable[..., Any], items: list[Any], shared: dict[str, Any],
-            plugins: tuple[str, ...] = ()) -> Iterator[Any]:
+            plugins: tuple[str, ...] = (), gpus: float = 0) -> Iterator[Any]:
         for item in items:
             yield fn(item, **shared)
 
@@ -45,7 +47,7 @@ class RayExecutor:
     name: str = field(default="ray", init=False)
 
     def map(self, fn: Callable[..., Any], items: list[Any], shared: dict[str, Any],
-            plugins: tuple[str, ...] = ()) -> Iterator[Any]:
+            plugins: tuple[str, ...] = (), gpus: float = 0) -> Iterator[Any]:
         ray = _import_ray()
         started = not ray.is_initialized()
         if started:
@@ -61,7 +63,7 @@ class RayExecutor:
                 raise BenchError(f"cannot start Ray ({where}): {str(exc).splitlines()[0]}") from None
         try:
             shared_ref = ray.put(pickle.dumps(shared))
-            task = ray.remote(num_cpus=self.threads)(_ray_call)
+            task = ray.remote(**self.task_resources(gpus))(_ray_call)
             pending = [task.remote(fn, shared_ref, pickle.dumps(item), plugins, self.threads)
                        for item in items]
             while pending:
@@ -70,6 +72,11 @@ class RayExecutor:
         finally:
             if started:
                 ray.shutdown()
+
+
+    def task_resources(self, gpus: float = 0) -> dict[str, float]:
+        """What each task asks Ray for: ``threads`` CPUs, and ``gpus`` GPUs when not 0."""
+        return {"num_cpus": self.threads, **({"num_gpus": gpus} if gpus else {})}
 
 
 def _ray_call(fn: Callable[..., Any], shared: bytes, item: bytes, plugins: tuple[str, ...],

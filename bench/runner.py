@@ -121,11 +121,12 @@ def run(cfg: RunConfig, console: Any = None,
                          out_dir=ctx.out_dir, executor=executor.name)
     shared = {"ctx": ctx, "fitted": fitted, "paths": paths, "force": plan.force,
               "command": plan.command}
+    gpus = 1 if str(ctx.device).startswith("cuda") else 0   # per unit, on Ray
     with progress.task(f"units ({executor.name})", len(pending)) as bar:
         todo_units = pending
         while todo_units:
             busy: list[Unit] = []
-            for res in executor.map(run_unit, todo_units, shared, plan.plugins):
+            for res in executor.map(run_unit, todo_units, shared, plan.plugins, gpus=gpus):
                 _collect(summary, res, on_record)
                 release_freed_memory()
                 if res.busy:

@@ -6,6 +6,7 @@ METHODS.md §4. Seed repository joeduman/Upgrading-Autoencoders, notebook
 
 from __future__ import annotations
 
+import copy
 from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
 from bench import progress
@@ -128,15 +129,28 @@ class AE(Detector):
                              f"{'x'.join(str(s) for s in images.shape[1:])}: resize the set "
                              f"to the ID image size")
         dev = torch.device(self.device)
-        net = self.net_.to(dev).eval().requires_grad_(False)
+        net = self._eval_net(dev)
         out = []
         # gradients flow to images that carry them (score_images), never to the weights
         with torch.set_grad_enabled(images.requires_grad):
             for start in range(0, images.shape[0], self.eval_batch):
                 x = to_float01(images[start:start + self.eval_batch]).to(dev)
                 out.append(fn(net, x * 2.0 - 1.0).cpu())
-        self.net_ = net.cpu()
         return out
+
+    def _eval_net(self, dev: torch.device) -> nn.Module:
+        """The fitted network on ``dev``, in eval mode, without parameter gradients.
+
+        ``net_`` stays on the CPU; another device gets a copy made once per fitted network.
+        Moving ``net_`` there and back would swap its weights, in place, under the autograd graph
+        of an adaptive attack's ``score_images`` that still needs them on the device."""
+        if dev.type == "cpu":
+            return self.net_.eval().requires_grad_(False)
+        cached = getattr(self, "_net_on_device", None)
+        if cached is None or cached[0] is not self.net_ or cached[1] != str(dev):
+            net = copy.deepcopy(self.net_).to(dev).eval().requires_grad_(False)
+            self._net_on_device = cached = (self.net_, str(dev), net)
+        return cached[2]
 
     def score(self, views: Views) -> Tensor:
         """(N,) float64: minus the per-image mean squared error in the [-1, 1] space."""

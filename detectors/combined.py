@@ -68,7 +68,8 @@ class Combined(Zhou):
 
     def score(self, views: Views) -> Tensor:
         """(N,) float64: Zhou's log score (own W, D1, D2, val fits) + log MSP of the classifier."""
-        return super().score(views) + log_msp(self.logits64(views))
+        zhou = super().score(views)   # on the CPU; the logits may be on the device
+        return zhou + log_msp(self.logits64(views)).to(zhou.device)
 
 
 __all__ = ["Combined", "log_msp"]

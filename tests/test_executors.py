@@ -83,3 +83,12 @@ def test_executor_usage_errors(tmp_path, args, message):
     res = subprocess.run([str(BENCH), "run", "--detector", "msp", *args, "--out", str(tmp_path)],
                          capture_output=True, text=True, timeout=300)
     assert res.returncode == 2 and message in res.stderr and "Traceback" not in res.stderr
+
+
+def test_ray_tasks_ask_for_a_gpu_only_when_the_run_computes_on_cuda():
+    from bench.executors import RayExecutor
+
+    ex = RayExecutor(threads=2)
+    assert ex.task_resources() == {"num_cpus": 2}
+    assert ex.task_resources(gpus=0) == {"num_cpus": 2}
+    assert ex.task_resources(gpus=1) == {"num_cpus": 2, "num_gpus": 1}
