@@ -148,13 +148,23 @@ def check_int(shift: str, param: str, value: object, lo: int = 1) -> None:
         raise BenchError(f"{shift}: {param} must be an integer >= {lo}, got {value!r}")
 
 
+#: images per backward pass on the CPU. A backward pass holds the network's activations of all
+#: its images; on 2 CPU cores 64 images run as fast as 256 (ResNet-20, 32x32: 7.1 s vs 7.0 s for
+#: 5,120 FGSM gradients, bit for bit the same) and peak 370 MB lower. GPUs keep whole batches.
+CPU_GRAD_CHUNK = 64
+
+
 def loss_grad(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
     """Gradient wrt x of the per-image SUMMED cross-entropy (not the batch mean).
 
     With the sum, image i's gradient does not depend on how many images share its batch; the
     mean (torchattacks) scales it by 1/B, which leaves its sign unchanged except where the
-    scaled value underflows. x: (B,C,H,W) float32, y: (B,) int64 -> (B,C,H,W).
+    scaled value underflows. On the CPU the batch is cut into backward passes of
+    ``CPU_GRAD_CHUNK`` images. x: (B,C,H,W) float32, y: (B,) int64 -> (B,C,H,W).
     """
+    if x.device.type == "cpu" and x.shape[0] > CPU_GRAD_CHUNK:
+        return torch.cat([loss_grad(model, x[i:i + CPU_GRAD_CHUNK], y[i:i + CPU_GRAD_CHUNK])
+                          for i in range(0, x.shape[0], CPU_GRAD_CHUNK)])
     x = x.detach().requires_grad_(True)
     loss = F.cross_entropy(model(x), y, reduction="sum")
     (grad,) = torch.autograd.grad(loss, x)
