@@ -410,6 +410,23 @@ def test_pgd_equals_torchattacks_with_the_same_random_start(model):
     assert not torch.equal(ours, other)
 
 
+def test_cpu_gradients_in_chunks_equal_torchattacks_on_the_whole_batch(model):
+    """On the CPU, loss_grad cuts a batch into backward passes of CPU_GRAD_CHUNK images; the
+    attack must still be torchattacks' on the whole batch (150 images: chunks 64, 64, 22)."""
+    from bench.attacks._common import CPU_GRAD_CHUNK
+
+    n = 150
+    assert n > 2 * CPU_GRAD_CHUNK
+    x, y = images(n), labels(n)
+    ours = run(FGSM(eps=4 / 255, batch_size=n), x, y, model)
+    ref = torchattacks.FGSM(model, eps=4 / 255)(x, y)
+    torch.testing.assert_close(ours, ref, atol=1e-6, rtol=0)
+    ours = run(PGD(eps=4 / 255, alpha=1 / 255, steps=3, random_start=False, batch_size=n),
+               x, y, model)
+    ref = torchattacks.PGD(model, eps=4 / 255, alpha=1 / 255, steps=3, random_start=False)(x, y)
+    torch.testing.assert_close(ours, ref, atol=1e-6, rtol=0)
+
+
 def test_attacks_do_not_depend_on_batch_size(model):
     x, y = images(), labels()
     a = run(FGSM(eps=4 / 255, batch_size=7), x, y, model)
