@@ -174,9 +174,9 @@ def run(
         help="DataLoader processes decoding images of file-based sets (imagefolder:); 0 decodes "
              "in this process. Results do not depend on it. Example: --workers 8")] = 2,
     precision: Annotated[str, typer.Option(
-        help="dtype of the classifier's forward pass for logits and features: fp32, bf16 or "
-             "fp16 (autocast; attacks and scores stay float32/float64). Example: --precision "
-             "bf16")] = "fp32",
+        help="dtype of the classifier's forward pass for logits and features: fp32 (IEEE "
+             "float32, no TF32 on CUDA), bf16 or fp16 (autocast; attacks and scores stay "
+             "float32/float64). Example: --precision bf16")] = "fp32",
     out_dir: Annotated[Path, typer.Option("--out", help="Results folder (one JSON record per cell). "
                                                         "Example: --out results/")] = Path("results"),
     as_json: Annotated[bool, typer.Option("--json", help="Print the records as JSON lines on stdout "
