@@ -140,28 +140,43 @@ def compute_views(model: "Classifier", images: Any, *, name: str, labels: Tensor
                  images=images if keep_images else None, model=model, index=index)
 
 
-def view_sink(n: int, out: Path | None = None) -> "ViewLists | ViewFiles":
+def view_sink(n: int, out: Path | None = None) -> "ViewTensors | ViewFiles":
     """Where the logits and features of ``n`` images go, batch by batch: float64 tensors in
     memory, or float32 files at ``out`` (:class:`ViewFiles`)."""
-    return ViewLists() if out is None else ViewFiles(out, n)
+    return ViewTensors(n) if out is None else ViewFiles(out, n)
 
 
-class ViewLists:
-    """Logits and features collected batch by batch in memory as float64 (METHODS.md §0)."""
+def _check_all_rows(written: int, n: int) -> None:
+    """A sink handed out rows it was never given would hold zeros or garbage: refuse."""
+    if written != n:
+        raise RuntimeError(f"views of {n} images expected, {written} written")
 
-    def __init__(self) -> None:
-        self.logits: list[Tensor] = []
-        self.features: list[Tensor] = []
+
+class ViewTensors:
+    """Logits and features of ``n`` images written batch by batch into float64 tensors
+    (METHODS.md §0) allocated at the first batch: no per-batch pieces kept and concatenated, so
+    the heap holds one block per set instead of two copies in hundreds of small pieces."""
+
+    def __init__(self, n: int):
+        self.n, self.written = n, 0
+        self.logits: Tensor | None = None
+        self.features: Tensor | None = None
 
     def write(self, start: int, z: Tensor, f: Tensor) -> None:
-        self.logits.append(z.double().cpu())
-        self.features.append(f.double().cpu())
+        if self.logits is None:
+            self.logits = torch.empty(self.n, z.shape[1], dtype=torch.float64)
+            self.features = torch.empty(self.n, f.shape[1], dtype=torch.float64)
+        rows = slice(start, start + z.shape[0])
+        self.logits[rows] = z.detach()      # copy_: float32 -> float64 is exact, device -> CPU
+        self.features[rows] = f.detach()
+        self.written += int(z.shape[0])
 
     def finish(self, num_classes: int) -> tuple[Tensor, Tensor]:
-        if not self.logits:   # an empty set
+        _check_all_rows(self.written, self.n)
+        if self.logits is None:   # an empty set
             return (torch.empty(0, num_classes, dtype=torch.float64),
                     torch.empty(0, 0, dtype=torch.float64))
-        return torch.cat(self.logits), torch.cat(self.features)
+        return self.logits, self.features
 
 
 def _view_file(base: Path, kind: str) -> Path:
@@ -182,7 +197,7 @@ class ViewFiles:
     views need not fit in memory. Files appear under their names only when complete."""
 
     def __init__(self, base: Path, n: int):
-        self.base, self.n = Path(base), n
+        self.base, self.n, self.written = Path(base), n, 0
         self.arrays: dict[str, np.ndarray] = {}
         self.tmp: dict[str, Path] = {}
 
@@ -193,8 +208,10 @@ class ViewFiles:
                 self.arrays[kind] = np.lib.format.open_memmap(
                     self.tmp[kind], mode="w+", dtype=np.float32, shape=(self.n, int(t.shape[1])))
             self.arrays[kind][start:start + t.shape[0]] = t.detach().float().cpu().numpy()
+        self.written += int(z.shape[0])
 
     def finish(self, num_classes: int) -> tuple[Tensor, Tensor]:
+        _check_all_rows(self.written, self.n)
         if not self.arrays:   # an empty set: a memory map cannot be empty, np.save writes it
             for kind, width in (("logits", num_classes), ("features", 0)):
                 self.tmp[kind] = _temporary(_view_file(self.base, kind))

@@ -229,3 +229,21 @@ def test_batchable_shifts_of_in_memory_sets_equal_the_whole_set_shift(model, ima
                           batch_size=5, workers=0, device="cpu", model=model, streams=False)
     batched = torch.cat([x for _, x in shifted_batches(ctx, shift, 0)])
     assert torch.equal(batched, whole)
+
+
+@pytest.mark.parametrize("on_disk", [False, True])
+def test_a_view_sink_missing_rows_refuses_to_finish(tmp_path, on_disk):
+    """Rows never written would be zeros (files) or uninitialised memory (tensors)."""
+    from bench.views import view_sink
+
+    sink = view_sink(5, tmp_path / "v" if on_disk else None)
+    z, f = torch.randn(3, 4), torch.randn(3, 6)
+    sink.write(0, z, f)
+    with pytest.raises(RuntimeError, match="5 images expected, 3 written"):
+        sink.finish(4)
+    full = view_sink(3, tmp_path / "w" if on_disk else None)
+    full.write(0, z[:2], f[:2])
+    full.write(2, z[2:], f[2:])
+    logits, feats = full.finish(4)
+    assert torch.equal(torch.as_tensor(logits).double(), z.double())
+    assert torch.equal(torch.as_tensor(feats).double(), f.double())
