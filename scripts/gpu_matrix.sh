@@ -9,7 +9,7 @@
 # Without WEIGHTS it first trains the CIFAR ResNet-18 (`bench train`, EPOCHS epochs) on DEVICE
 # and keeps the checkpoint in OUT, so the CPU run can use the same file (MODEL, DETECTORS,
 # ATTACKS and PRECISION narrow or change the run; ADAPTIVE=0 skips the short adaptive_pgd run
-# that follows the matrix). Wall times (seconds, exit code, command) go to
+# that follows the matrix, ADAPTIVE_DETECTORS narrows it). Wall times (seconds, exit code, command) go to
 # OUT/walltime.tsv, records to OUT/records. SHARED is the shared data folder (prepare_cifar10.py
 # builds the data root from it).
 set -euo pipefail
@@ -47,7 +47,7 @@ timed "$BENCH" run --dataset cifar10 --data-root "$DATA" --model "$MODEL" --weig
 # attacks aimed at the detector (not in `all`): a short run of each adaptive path on DEVICE
 if [ "${ADAPTIVE:-1}" != 0 ]; then
   timed "$BENCH" run --dataset cifar10 --data-root "$DATA" \
-    --model "$MODEL" --weights "$WEIGHTS" --detector ae,combined,zhou,msp \
+    --model "$MODEL" --weights "$WEIGHTS" --detector "${ADAPTIVE_DETECTORS:-ae,combined,zhou,msp}" \
     --attack 'adaptive_pgd(n=256,steps=5)' --device "$DEVICE" --precision "$PRECISION" \
     --out "$OUT/records-adaptive" --json > "$OUT/records-adaptive.jsonl" || status=$?
 fi
