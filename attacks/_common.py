@@ -12,7 +12,7 @@ from bench import progress
 from bench._lazy import F, nn, torch
 from bench.errors import BenchError
 from bench.models.base import model_device
-from bench.views import ieee_fp32_convs  # noqa: F401  (attacks and plugins import it from here)
+from bench.views import ieee_fp32_convs
 
 if TYPE_CHECKING:
     from torch import Tensor

@@ -19,11 +19,12 @@ from typing import TYPE_CHECKING, Callable, ClassVar
 
 from bench import progress
 from bench._lazy import F, nn, torch
-from bench.attacks._common import check_int, check_number, ieee_fp32_convs, uniform
+from bench.attacks._common import check_int, check_number, uniform
 from bench.attacks.base import ATTACK, SHIFTS, Shift
 from bench.attacks.fgsm import EPS_BY_SEVERITY
 from bench.attacks.pgd import drop_default_alpha, resolve_alpha
 from bench.errors import BenchError
+from bench.views import ieee_fp32_convs
 
 if TYPE_CHECKING:
     from torch import Tensor

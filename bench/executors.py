@@ -73,7 +73,6 @@ class RayExecutor:
             if started:
                 ray.shutdown()
 
-
     def task_resources(self, gpus: float = 0) -> dict[str, float]:
         """What each task asks Ray for: ``threads`` CPUs, and ``gpus`` GPUs when not 0."""
         return {"num_cpus": self.threads, **({"num_gpus": gpus} if gpus else {})}
