@@ -147,7 +147,8 @@ def view_sink(n: int, out: Path | None = None) -> "ViewTensors | ViewFiles":
 
 
 def _check_all_rows(written: int, n: int) -> None:
-    """A sink handed out rows it was never given would hold zeros or garbage: refuse."""
+    """Refuse views with rows never written: they would hold zeros (files) or whatever the
+    memory held (tensors)."""
     if written != n:
         raise RuntimeError(f"views of {n} images expected, {written} written")
 
